@@ -1,0 +1,245 @@
+"""Masked-language-model data: an MDS streaming dataset that tokenizes on the fly, and its collator.
+
+    # Print a few decoded batches from a local copy
+    python src/text_data.py --local_path ./my-copy-c4 --split val --tokenizer bert-base-uncased
+    # The same, streamed from a remote (a slow file system or an object store) into a local cache
+    python src/text_data.py --local_path /tmp/cache-c4 --remote_path s3://my-bucket/my-copy-c4 --tokenizer bert-base-uncased
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+if __package__ in (None, ""):  # run as `python src/text_data.py`
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)  # the repo root, not src/
+
+import numpy as np
+import torch
+from streaming import Stream, StreamingDataset
+from torch.utils.data import DataLoader
+from transformers import PreTrainedTokenizerBase
+
+from src.config import ConfigError
+from src.tokenization import load_tokenizer
+
+PREPARE_HINT = (
+    "Prepare it with `python src/convert_dataset.py --dataset c4 --data_subset en --out_root DIR --splits ...` "
+    "(or `--dataset json --data_files ...` for local files), or run `make data` for the embedded synthetic corpus."
+)
+
+
+class DataConfigError(ConfigError):
+    """A dataloader configuration that cannot work; the message names the problem and the fix."""
+
+
+class StreamingTextDataset(StreamingDataset):
+    """A StreamingDataset of MDS samples with a `text` column (or pre-tokenized `input_ids`).
+
+    Each sample is tokenized on the fly and padded or truncated to `max_seq_len` (BERT does not
+    concatenate documents). The sample's index in the dataset travels with it as `sample_id`, so the
+    collator can draw its mask from the sample's identity rather than from a worker's RNG state: the
+    same run, resumed, sees exactly the same masks.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_seq_len: int, **streaming_kwargs: Any):
+        super().__init__(**streaming_kwargs)
+        self.tokenizer = tokenizer
+        self.max_seq_len = max_seq_len
+
+    def _tokenize(self, sample: Mapping[str, Any]) -> dict[str, list[int]]:
+        if "input_ids" in sample:  # pre-tokenized by convert_dataset.py
+            ids = np.asarray(sample["input_ids"], dtype=np.int64)[: self.max_seq_len].tolist()
+            padding = self.max_seq_len - len(ids)
+            return {"input_ids": ids + [self.tokenizer.pad_token_id] * padding,
+                    "attention_mask": [1] * len(ids) + [0] * padding}
+        encoded = self.tokenizer(sample["text"], truncation=True, max_length=self.max_seq_len,
+                                 padding="max_length", return_token_type_ids=False)
+        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+
+    def get_item(self, idx: int) -> dict[str, Any]:
+        sample = self._tokenize(super().get_item(idx))
+        sample["sample_id"] = idx
+        return sample
+
+
+class MLMCollator:
+    """BERT's masking: pick `mlm_probability` of the real tokens; of those 80% -> [MASK], 10% -> a random
+    token, 10% unchanged. Special and padding tokens are never picked; labels are -100 elsewhere.
+
+    transformers' DataCollatorForLanguageModeling draws from a global or per-collator RNG, whose state
+    depends on worker scheduling; here each sample's draws are seeded by (seed, sample_id), which makes
+    masking reproducible across restarts and independent of the number of workers.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, mlm_probability: float, seed: int = 17):
+        if not 0.0 < mlm_probability < 1.0:
+            raise DataConfigError(f"mlm_probability must be in (0, 1), got {mlm_probability}")
+        if tokenizer.mask_token_id is None:
+            raise DataConfigError(f"tokenizer {tokenizer.name_or_path!r} has no [MASK] token; MLM needs one")
+        self.mlm_probability = mlm_probability
+        self.seed = seed
+        self.mask_token_id = tokenizer.mask_token_id
+        self.vocab_size = len(tokenizer)
+        self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
+        self.fallback_generator = torch.Generator().manual_seed(seed)
+
+    def _generator(self, sample_id: Optional[int]) -> torch.Generator:
+        if sample_id is None:
+            return self.fallback_generator
+        digest = hashlib.blake2b(f"{self.seed}:{sample_id}".encode(), digest_size=8).digest()
+        return torch.Generator().manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
+
+    def mask_tokens(self, input_ids: torch.Tensor, sample_ids: list[Optional[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        batch, seq_len = input_ids.shape
+        draws = torch.empty(batch, 3, seq_len)
+        random_tokens = torch.empty(batch, seq_len, dtype=torch.long)
+        for row, sample_id in enumerate(sample_ids):
+            generator = self._generator(sample_id)
+            draws[row] = torch.rand(3, seq_len, generator=generator)
+            random_tokens[row] = torch.randint(self.vocab_size, (seq_len,), generator=generator)
+        maskable = ~torch.isin(input_ids, self.special_ids)
+        picked = (draws[:, 0] < self.mlm_probability) & maskable
+        labels = torch.where(picked, input_ids, torch.full_like(input_ids, -100))
+        to_mask = picked & (draws[:, 1] < 0.8)
+        to_random = picked & ~to_mask & (draws[:, 2] < 0.5)
+        masked = torch.where(to_mask, torch.full_like(input_ids, self.mask_token_id), input_ids)
+        masked = torch.where(to_random, random_tokens, masked)
+        return masked, labels
+
+    def __call__(self, samples: list[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        input_ids = torch.tensor([s["input_ids"] for s in samples], dtype=torch.long)
+        attention_mask = torch.tensor([s["attention_mask"] for s in samples], dtype=torch.long)
+        sample_ids = [s.get("sample_id") for s in samples]
+        masked, labels = self.mask_tokens(input_ids, sample_ids)
+        batch = {"input_ids": masked, "attention_mask": attention_mask, "labels": labels}
+        if all(i is not None for i in sample_ids):
+            batch["sample_id"] = torch.tensor(sample_ids, dtype=torch.long)
+        return batch
+
+
+def check_local_split(local: str, split: Optional[str]) -> None:
+    """Fail early, naming the path, when a local-only dataset is missing or empty."""
+    folder = Path(local, split) if split else Path(local)
+    if not (folder / "index.json").is_file():
+        raise DataConfigError(f"no MDS dataset at {folder} (index.json not found). {PREPARE_HINT}")
+    import json
+    index = json.loads((folder / "index.json").read_text())
+    if sum(shard.get("samples", 0) for shard in index.get("shards", [])) == 0:
+        raise DataConfigError(f"the MDS dataset at {folder} has no samples. {PREPARE_HINT}")
+
+
+def build_streams(streams_cfg: Mapping[str, Mapping[str, Any]], default_split: Optional[str]) -> list[Stream]:
+    """`streams: {name: {remote, local, split, proportion | repeat | choose}}` -> streaming Streams."""
+    streams = []
+    for name, stream_cfg in streams_cfg.items():
+        stream_cfg = dict(stream_cfg)
+        stream_cfg.setdefault("split", default_split)
+        if not stream_cfg.get("remote"):
+            stream_cfg.pop("remote", None)
+            check_local_split(stream_cfg["local"], stream_cfg.get("split"))
+        try:
+            streams.append(Stream(**stream_cfg))
+        except TypeError as error:
+            raise DataConfigError(f"stream {name!r}: {error}") from error
+    return streams
+
+
+def build_text_dataloader(cfg: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase,
+                          device_batch_size: int, seed: int = 17, unused: Optional[list[str]] = None,
+                          section: str = "loader") -> DataLoader:
+    """Build the MLM dataloader from a `train_loader` / `eval_loader` config section.
+
+    `cfg.dataset` takes `local`, `remote`, `split`, `max_seq_len`, `mlm_probability`, `shuffle`,
+    optionally `tokenizer_name` (a tokenizer other than the model's) and `streams`, and passes every
+    other key (predownload, num_canonical_nodes, shuffle_seed, ...) to streaming.StreamingDataset.
+    Keys nothing takes are appended to `unused` (dotted, under `section`), or rejected when it is None.
+    """
+    from src.builders import accepted_kwargs
+
+    unused_here: list[str] = []
+    cfg = dict(cfg)
+    name = cfg.pop("name", "text")
+    if name != "text":
+        raise DataConfigError(f"unknown dataloader name {name!r}; valid: text")
+    dataset_cfg = dict(cfg.pop("dataset"))
+    tokenizer_name = dataset_cfg.pop("tokenizer_name", None)
+    if tokenizer_name:
+        tokenizer = load_tokenizer(tokenizer_name)
+    max_seq_len = dataset_cfg.pop("max_seq_len")
+    mlm_probability = dataset_cfg.pop("mlm_probability", 0.15)
+    streams_cfg = dataset_cfg.pop("streams", None)
+    split = dataset_cfg.pop("split", None)
+    local = dataset_cfg.pop("local", None)
+    remote = dataset_cfg.pop("remote", None) or None
+    if streams_cfg:
+        dataset_cfg["streams"] = build_streams(streams_cfg, split)
+    else:
+        if not local:
+            raise DataConfigError("dataset.local is empty: set it to the folder that holds (or caches) the MDS data")
+        if remote is None:
+            check_local_split(local, split)
+        dataset_cfg.update(local=local, remote=remote, split=split)
+    dataset_cfg = accepted_kwargs(StreamingDataset.__init__, dataset_cfg, f"{section}.dataset", unused_here)
+    dataset = StreamingTextDataset(tokenizer=tokenizer, max_seq_len=max_seq_len,
+                                   batch_size=device_batch_size, **dataset_cfg)
+
+    num_workers = cfg.pop("num_workers", 0)
+    loader_kwargs = dict(
+        batch_size=device_batch_size,
+        collate_fn=MLMCollator(tokenizer, mlm_probability, seed=seed),
+        drop_last=cfg.pop("drop_last", True),
+        num_workers=num_workers,
+        pin_memory=cfg.pop("pin_memory", torch.cuda.is_available()),
+        timeout=cfg.pop("timeout", 0),
+    )
+    prefetch_factor = cfg.pop("prefetch_factor", 2)
+    persistent_workers = cfg.pop("persistent_workers", True)
+    if num_workers > 0:  # DataLoader rejects these two without workers
+        loader_kwargs.update(prefetch_factor=prefetch_factor, persistent_workers=persistent_workers)
+    unused_here.extend(f"{section}.{key}" for key in cfg)
+    if unused is None and unused_here:
+        raise DataConfigError(f"unknown dataloader keys: {', '.join(unused_here)}")
+    if unused is not None:
+        unused.extend(unused_here)
+    return DataLoader(dataset, **loader_kwargs)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description="Print decoded MLM batches from an MDS text dataset.")
+    parser.add_argument("--local_path", required=True)
+    parser.add_argument("--remote_path", default=None)
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--tokenizer", default="bert-base-uncased")
+    parser.add_argument("--max_seq_len", type=int, default=128)
+    parser.add_argument("--mlm_probability", type=float, default=0.15)
+    parser.add_argument("--batch_size", type=int, default=2)
+    parser.add_argument("--batches", type=int, default=2)
+    args = parser.parse_args(argv)
+
+    tokenizer = load_tokenizer(args.tokenizer)
+    cfg = {"name": "text", "num_workers": 0, "dataset": {
+        "local": args.local_path, "remote": args.remote_path, "split": args.split, "shuffle": False,
+        "max_seq_len": args.max_seq_len, "mlm_probability": args.mlm_probability}}
+    loader = build_text_dataloader(cfg, tokenizer, args.batch_size)
+    for batch_index, batch in enumerate(loader):
+        if batch_index >= args.batches:
+            break
+        print(f"--- batch {batch_index}: " + ", ".join(f"{k} {tuple(v.shape)}" for k, v in batch.items()))
+        for row, ids in enumerate(batch["input_ids"]):
+            real = batch["attention_mask"][row].bool()
+            print(f"[{row}] input : {tokenizer.decode(ids[real])}")
+            targets = batch["labels"][row]
+            predicted = targets != -100
+            print(f"[{row}] masked: {predicted.sum().item()} of {real.sum().item()} tokens -> "
+                  f"{tokenizer.convert_ids_to_tokens(targets[predicted].tolist())}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except DataConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
