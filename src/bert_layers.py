@@ -1,0 +1,301 @@
+"""Mosaic BERT, in the order data flows through it.
+
+BERT (Devlin et al., 2019) with four changes, none of which changes the public API of Hugging Face's
+`BertModel` / `BertForMaskedLM` / `BertForSequenceClassification`:
+1. ALiBi (Press et al., 2021) instead of position embeddings: each head adds -slope * |i - j| to its
+   attention scores, so the model runs on any sequence length.
+2. Unpadding: the padding is removed once, at the input; every layer then works on the real tokens only,
+   `(total_tokens, hidden)`, with the sequences' boundaries in `cu_seqlens` / `max_seqlen`.
+3. Attention through `src.attention.attention`, which picks FlashAttention (Triton), SDPA or plain torch.
+4. Gated linear units (GEGLU; Shazeer, 2020) in the feed-forward block, switchable off (`use_glu`).
+The MLM head computes logits only where there is a label, which is where the loss needs them.
+
+Names follow HF BERT where the module is the same (`embeddings.word_embeddings`, `embeddings.LayerNorm`,
+`pooler.dense`, `classifier`); inside a layer they follow Mosaic BERT (`Wqkv`, `gated_layers`, `wo`).
+`src.mosaic_bert.hf_bert_to_mosaic_state_dict` maps HF BERT weights onto these names.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPooling,
+    MaskedLMOutput,
+    SequenceClassifierOutput,
+)
+
+from src.attention import alibi_slopes, attention
+from src.bert_padding import pad_input, unpad_input
+from src.configuration_bert import BertConfig
+
+
+class BertEmbeddings(nn.Module):
+    """Word + token type embeddings, LayerNorm, dropout. No position embeddings: ALiBi gives positions."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(
+            config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id
+        )
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        embeddings = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+        return self.dropout(self.LayerNorm(embeddings))
+
+
+class BertAttention(nn.Module):
+    """Multi-head self-attention with one fused QKV projection, then BERT's post-LN residual block."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.n_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.attention_dropout = config.attention_probs_dropout_prob
+        self.backend = config.attention_backend
+        self.Wqkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
+        self.wo = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(
+        self, hidden: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int, slopes: torch.Tensor
+    ) -> torch.Tensor:
+        # Wqkv's output rows are [query; key; value], each split into heads: HF's Q, K, V stacked.
+        qkv = self.Wqkv(hidden).view(-1, 3, self.n_heads, self.head_dim)
+        dropout_p = self.attention_dropout if self.training else 0.0
+        context = attention(qkv, cu_seqlens, max_seqlen, slopes, dropout_p, self.backend)
+        return self.layernorm(hidden + self.dropout(self.wo(context.flatten(1))))
+
+
+class BertGatedMLP(nn.Module):
+    """GEGLU feed-forward: wo(dropout(gelu(x W_gate) * (x W_up))), then the residual LayerNorm.
+
+    `gated_layers` holds [W_gate; W_up] in one matrix, so the two projections are one matmul.
+    """
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.gated_layers = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=False)
+        self.act = ACT2FN[config.hidden_act]
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.wo = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gated_layers(hidden).chunk(2, dim=-1)
+        return self.layernorm(hidden + self.wo(self.dropout(self.act(gate) * up)))
+
+
+class BertMLP(nn.Module):
+    """BERT's own feed-forward (`use_glu: false`): dropout(wo(gelu(wi x))), then the residual LayerNorm."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.wi = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.act = ACT2FN[config.hidden_act]
+        self.wo = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.layernorm(hidden + self.dropout(self.wo(self.act(self.wi(hidden)))))
+
+
+class BertLayer(GradientCheckpointingLayer):
+    """One transformer block. Tensors go in positionally, which gradient checkpointing needs."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.attention = BertAttention(config)
+        self.mlp = BertGatedMLP(config) if config.use_glu else BertMLP(config)
+
+    def forward(
+        self, hidden: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int, slopes: torch.Tensor
+    ) -> torch.Tensor:
+        return self.mlp(self.attention(hidden, cu_seqlens, max_seqlen, slopes))
+
+
+class BertEncoder(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.layer = nn.ModuleList([BertLayer(config) for _ in range(config.num_hidden_layers)])
+        # The slopes depend only on the head count, never on the sequence length: this is what lets
+        # the model run on inputs longer than any it was trained on.
+        self.register_buffer("alibi_slopes", alibi_slopes(config.num_attention_heads), persistent=False)
+
+    def forward(self, hidden: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int) -> torch.Tensor:
+        slopes = self.alibi_slopes.float()
+        for layer in self.layer:
+            hidden = layer(hidden, cu_seqlens, max_seqlen, slopes)
+        return hidden
+
+
+class BertPooler(nn.Module):
+    """dense + tanh on each sequence's first token ([CLS])."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, hidden: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.dense(hidden.index_select(0, cu_seqlens[:-1])))
+
+
+class BertMLMHead(nn.Module):
+    """Transform (dense, gelu, LayerNorm), then the decoder whose weight is the word embeddings'."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.act = ACT2FN[config.hidden_act]
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.LayerNorm(self.act(self.dense(hidden))))
+
+
+class BertPreTrainedModel(PreTrainedModel):
+    config_class = BertConfig
+    base_model_prefix = "bert"
+    supports_gradient_checkpointing = True
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)  # normal(0, initializer_range) weights, zero biases, unit LayerNorms
+        if isinstance(module, BertEncoder):
+            # A non-persistent buffer: from_pretrained builds the model without running __init__'s values.
+            init.copy_(module.alibi_slopes, alibi_slopes(self.config.num_attention_heads))
+
+
+class BertModel(BertPreTrainedModel):
+    """Embeddings, encoder and (optionally) pooler; `forward` returns HF's padded outputs."""
+
+    def __init__(self, config: BertConfig, add_pooling_layer: bool = True):
+        super().__init__(config)
+        self.embeddings = BertEmbeddings(config)
+        self.encoder = BertEncoder(config)
+        self.pooler = BertPooler(config) if add_pooling_layer else None
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embeddings.word_embeddings = value
+
+    def encode(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        """The encoder's output on real tokens: `(hidden (total_tokens, hidden_size), indices, cu_seqlens,
+        max_seqlen)`, with `indices` / `cu_seqlens` / `max_seqlen` as `bert_padding.unpad_input` gives them.
+        """
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        # Unpadding the ids rather than the embeddings gives the same tensor without embedding the padding.
+        input_ids, indices, cu_seqlens, max_seqlen = unpad_input(input_ids, attention_mask)
+        token_type_ids = token_type_ids.flatten().index_select(0, indices)
+        hidden = self.encoder(self.embeddings(input_ids, token_type_ids), cu_seqlens, max_seqlen)
+        return hidden, indices, cu_seqlens, max_seqlen
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> BaseModelOutputWithPooling:
+        """`last_hidden_state` is (batch, seqlen, hidden_size) with zeros at padding."""
+        hidden, indices, cu_seqlens, _ = self.encode(input_ids, attention_mask, token_type_ids)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=pad_input(hidden, indices, *input_ids.shape),
+            pooler_output=self.pooler(hidden, cu_seqlens) if self.pooler is not None else None,
+        )
+
+
+class BertForMaskedLM(BertPreTrainedModel):
+    _tied_weights_keys = {"head.decoder.weight": "bert.embeddings.word_embeddings.weight"}
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.head = BertMLMHead(config)
+        self.post_init()
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.head.decoder
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.head.decoder = value
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> MaskedLMOutput:
+        """With `labels`, `logits` are `(n_predicted, vocab_size)`: one row per label != -100 on a real
+        token, in batch-major order, i.e. aligned with `labels[(labels != -100) & attention_mask.bool()]`.
+        The decoder (the largest matmul in BERT) then runs on the ~15-30% of tokens that are masked; the loss
+        is the same as from full logits. Without labels, `logits` are `(batch, seqlen, vocab_size)`, zeros
+        at padding.
+        """
+        hidden, indices, _, _ = self.bert.encode(input_ids, attention_mask, token_type_ids)
+        if labels is None:
+            return MaskedLMOutput(logits=pad_input(self.head(hidden), indices, *input_ids.shape))
+        labels = labels.flatten().index_select(0, indices)
+        predicted = labels != -100
+        logits = self.head(hidden[predicted])
+        return MaskedLMOutput(loss=F.cross_entropy(logits, labels[predicted]), logits=logits)
+
+
+class BertForSequenceClassification(BertPreTrainedModel):
+    """Pooled [CLS] -> dropout -> linear. The loss follows `config.problem_type` as in HF BERT; when it
+    is unset: regression for one label, single-label for integer labels, else multi-label.
+    """
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.bert = BertModel(config)
+        dropout = config.classifier_dropout
+        self.dropout = nn.Dropout(config.hidden_dropout_prob if dropout is None else dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> SequenceClassifierOutput:
+        hidden, _, cu_seqlens, _ = self.bert.encode(input_ids, attention_mask, token_type_ids)
+        logits = self.classifier(self.dropout(self.bert.pooler(hidden, cu_seqlens)))
+        loss = None if labels is None else self._loss(logits, labels)
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        num_labels = self.config.num_labels
+        problem_type = self.config.problem_type
+        if problem_type is None:
+            if num_labels == 1:
+                problem_type = "regression"
+            elif labels.dtype in (torch.long, torch.int):
+                problem_type = "single_label_classification"
+            else:
+                problem_type = "multi_label_classification"
+        if problem_type == "regression":
+            return F.mse_loss(logits.squeeze(), labels.squeeze().to(logits.dtype))
+        if problem_type == "single_label_classification":
+            return F.cross_entropy(logits.view(-1, num_labels), labels.view(-1))
+        return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))

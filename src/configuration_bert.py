@@ -1,0 +1,52 @@
+"""Mosaic BERT configuration: Hugging Face BERT's fields plus the switches Mosaic BERT adds.
+
+It is a transformers `PretrainedConfig`, so `save_pretrained` / `from_pretrained` write and read it as
+`config.json`, and an HF BERT `config.json` (e.g. bert-base-uncased) loads into it unchanged.
+"""
+from typing import Literal
+
+from huggingface_hub.dataclasses import strict
+from transformers import PretrainedConfig
+
+from src.attention import ATTENTION_BACKENDS
+
+
+@strict
+class BertConfig(PretrainedConfig):
+    model_type = "mosaic_bert"
+
+    # Hugging Face BERT's fields, with its defaults (bert-base) unless said otherwise.
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float | int = 0.1
+    # HF BERT uses 0.1; Mosaic BERT turns attention dropout off, which is what lets the Triton kernel run.
+    attention_probs_dropout_prob: float | int = 0.0
+    # Unused (ALiBi replaces position embeddings); kept so an HF BERT config.json loads as is.
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int | None = 0
+    classifier_dropout: float | int | None = None
+    tie_word_embeddings: bool = True
+
+    # Mosaic BERT's switches.
+    # Accepted for compatibility with Mosaic BERT configs. The ALiBi bias is built from the per-head
+    # slopes for each batch's own length, so this does not bound the input length.
+    alibi_starting_size: int = 512
+    # Gated linear units (GEGLU) in the feed-forward block; false gives BERT's dense-gelu-dense MLP.
+    use_glu: bool = True
+    # "auto": the Triton kernel on CUDA when attention dropout is 0, else PyTorch SDPA (src/attention.py).
+    attention_backend: Literal[ATTENTION_BACKENDS] = "auto"
+
+    def validate_architecture(self):
+        """Run by `@strict` after construction: catch shapes that cannot be built."""
+        if self.hidden_size % self.num_attention_heads != 0:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be a multiple of num_attention_heads "
+                f"({self.num_attention_heads})."
+            )

@@ -1,0 +1,161 @@
+import pytest
+import torch
+import torch.nn.functional as F
+import transformers
+
+from src.bert_layers import BertForMaskedLM, BertForSequenceClassification, BertModel
+from src.configuration_bert import BertConfig
+
+VOCAB = 50
+
+
+def tiny_config(**overrides) -> BertConfig:
+    fields = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                  intermediate_size=48, hidden_dropout_prob=0.0, attention_backend="sdpa")
+    return BertConfig(**{**fields, **overrides})
+
+
+def random_batch(lengths, seqlen, seed=0):
+    """Right-padded ids / mask / token types; the same real tokens whatever `seqlen` is."""
+    generator = torch.Generator().manual_seed(seed)
+    input_ids = torch.zeros(len(lengths), seqlen, dtype=torch.long)
+    token_type_ids = torch.zeros_like(input_ids)
+    attention_mask = torch.zeros_like(input_ids)
+    for row, length in enumerate(lengths):
+        input_ids[row, :length] = torch.randint(1, VOCAB, (length,), generator=generator)
+        token_type_ids[row, length // 2:length] = 1
+        attention_mask[row, :length] = 1
+    return input_ids, attention_mask, token_type_ids
+
+
+@pytest.mark.parametrize("backend", ["torch", "sdpa"])
+def test_outputs_do_not_depend_on_how_much_padding(backend):
+    torch.manual_seed(0)
+    model = BertForMaskedLM(tiny_config(attention_backend=backend)).eval()
+    lengths = [32, 5, 17, 1]
+    short = random_batch(lengths, 32)
+    long = random_batch(lengths, 128)
+    assert torch.equal(long[0][:, :32], short[0])
+    hidden_short = model.bert(*short).last_hidden_state
+    hidden_long = model.bert(*long).last_hidden_state
+    torch.testing.assert_close(hidden_long[:, :32], hidden_short, rtol=0, atol=1e-6)
+    assert torch.count_nonzero(hidden_long[:, 32:]) == 0
+    for row, length in enumerate(lengths):
+        assert torch.count_nonzero(hidden_short[row, length:]) == 0
+
+
+def test_masked_only_head_equals_full_head_at_masked_positions():
+    torch.manual_seed(0)
+    model = BertForMaskedLM(tiny_config()).eval()
+    input_ids, attention_mask, token_type_ids = random_batch([12, 7, 3], 12)
+    labels = torch.full_like(input_ids, -100)
+    masked = torch.rand(input_ids.shape, generator=torch.Generator().manual_seed(1)) < 0.4
+    masked &= attention_mask.bool()
+    labels[masked] = input_ids[masked]
+    assert 3 < int(masked.sum()) < 36
+
+    full_logits = model(input_ids, attention_mask, token_type_ids).logits
+    assert full_logits.shape == (3, 12, VOCAB)
+    out = model(input_ids, attention_mask, token_type_ids, labels=labels)
+    assert out.logits.shape == (int(masked.sum()), VOCAB)
+    torch.testing.assert_close(out.logits, full_logits[masked], rtol=0, atol=1e-6)
+    full_loss = F.cross_entropy(full_logits.view(-1, VOCAB), labels.view(-1), ignore_index=-100)
+    torch.testing.assert_close(out.loss, full_loss, rtol=1e-6, atol=0)
+
+
+def test_decoder_is_tied_to_word_embeddings():
+    model = BertForMaskedLM(tiny_config())
+    assert model.head.decoder.weight is model.bert.embeddings.word_embeddings.weight
+
+
+def test_longer_inputs_than_alibi_starting_size_match_a_model_built_for_them():
+    torch.manual_seed(0)
+    built_short = BertModel(tiny_config(alibi_starting_size=128)).eval()
+    built_long = BertModel(tiny_config(alibi_starting_size=512)).eval()
+    built_long.load_state_dict(built_short.state_dict())
+    batch = random_batch([256, 200], 256)
+    out_short, out_long = built_short(*batch), built_long(*batch)
+    torch.testing.assert_close(out_short.last_hidden_state, out_long.last_hidden_state, rtol=0, atol=0)
+    torch.testing.assert_close(out_short.pooler_output, out_long.pooler_output, rtol=0, atol=0)
+
+
+def test_plain_mlp_has_hf_bert_parameter_shapes_and_glu_has_gate_and_up():
+    plain = BertModel(tiny_config(use_glu=False))
+    hf = transformers.BertModel(transformers.BertConfig(**tiny_config().to_dict()))
+    assert plain.encoder.layer[0].mlp.wi.weight.shape == hf.encoder.layer[0].intermediate.dense.weight.shape
+    assert plain.encoder.layer[0].mlp.wo.weight.shape == hf.encoder.layer[0].output.dense.weight.shape
+    glu = BertModel(tiny_config(use_glu=True))
+    assert glu.encoder.layer[0].mlp.gated_layers.weight.shape == (2 * 48, 32)
+    assert glu.encoder.layer[0].mlp.wo.weight.shape == (32, 48)
+
+
+def test_glu_computes_gelu_gate_times_up_projection():
+    torch.manual_seed(0)
+    mlp = BertModel(tiny_config()).encoder.layer[0].mlp
+    x = torch.randn(5, 32)
+    gate_weight, up_weight = mlp.gated_layers.weight.split(48)
+    expected = mlp.layernorm(x + mlp.wo(F.gelu(x @ gate_weight.T) * (x @ up_weight.T)))
+    torch.testing.assert_close(mlp(x), expected)
+
+
+def test_pooler_reads_each_sequences_first_token():
+    torch.manual_seed(0)
+    model = BertModel(tiny_config()).eval()
+    batch = random_batch([6, 2], 6)
+    out = model(*batch)
+    expected = torch.tanh(model.pooler.dense(out.last_hidden_state[:, 0]))
+    torch.testing.assert_close(out.pooler_output, expected)
+
+
+@pytest.mark.parametrize(
+    "num_labels, labels, loss_fn",
+    [
+        (3, torch.tensor([0, 2]), lambda logits, labels: F.cross_entropy(logits, labels)),
+        (3, torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]), F.binary_cross_entropy_with_logits),
+        (1, torch.tensor([0.5, -1.5]), lambda logits, labels: F.mse_loss(logits.squeeze(-1), labels)),
+    ],
+    ids=["single_label", "multi_label", "regression"],
+)
+def test_sequence_classification_loss_follows_the_problem_type(num_labels, labels, loss_fn):
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(tiny_config(num_labels=num_labels)).eval()
+    out = model(*random_batch([5, 3], 5), labels=labels)
+    assert out.logits.shape == (2, num_labels)
+    torch.testing.assert_close(out.loss, loss_fn(out.logits, labels))
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    model = BertForMaskedLM(tiny_config())
+    input_ids, attention_mask, token_type_ids = random_batch([9, 4], 9)
+    labels = torch.where(attention_mask.bool(), input_ids, -100)
+
+    def gradients():
+        model.zero_grad()
+        model(input_ids, attention_mask, token_type_ids, labels=labels).loss.backward()
+        return {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    plain = gradients()
+    model.gradient_checkpointing_enable()
+    assert all(layer.gradient_checkpointing for layer in model.bert.encoder.layer)
+    checkpointed = gradients()
+    for name, grad in plain.items():
+        torch.testing.assert_close(checkpointed[name], grad, rtol=0, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("model_class", [BertForMaskedLM, BertForSequenceClassification])
+def test_save_pretrained_then_from_pretrained_gives_identical_outputs(tmp_path, model_class):
+    torch.manual_seed(0)
+    model = model_class(tiny_config(use_glu=False, alibi_starting_size=64)).eval()
+    model.save_pretrained(tmp_path)
+    loaded = model_class.from_pretrained(tmp_path).eval()
+    assert isinstance(loaded.config, BertConfig)
+    assert loaded.config.use_glu is False and loaded.config.alibi_starting_size == 64
+    torch.testing.assert_close(loaded.bert.encoder.alibi_slopes, model.bert.encoder.alibi_slopes)
+    batch = random_batch([8, 3], 8)
+    torch.testing.assert_close(loaded(*batch).logits, model(*batch).logits, rtol=0, atol=0)
+
+
+def test_config_rejects_a_backend_it_does_not_have():
+    with pytest.raises(Exception, match="attention_backend"):
+        BertConfig(attention_backend="flash")
