@@ -62,8 +62,7 @@ def attention(
                 f"attention backend 'triton' has no attention dropout (got dropout_p={dropout_p}): set "
                 "attention_probs_dropout_prob to 0.0, or use attention_backend 'sdpa' or 'auto'."
             )
-        kernel = _triton_kernel()
-        return kernel.flash_attn_varlen_alibi(qkv, cu_seqlens, max_seqlen, alibi_slopes, softmax_scale)
+        return _triton_attention(qkv, cu_seqlens, max_seqlen, alibi_slopes, softmax_scale)
     return _padded_attention(
         qkv, cu_seqlens, max_seqlen, alibi_slopes, dropout_p, softmax_scale, use_sdpa=backend == "sdpa"
     )
@@ -119,6 +118,11 @@ def _triton_kernel():
             f"{error}. Use attention_backend 'sdpa' (or 'auto', which falls back to it)."
         ) from error
     return kernel
+
+
+@torch.compiler.disable  # a hand-written kernel: torch.compile optimizes the code around it, not through it
+def _triton_attention(qkv, cu_seqlens, max_seqlen, alibi_slopes, softmax_scale):
+    return _triton_kernel().flash_attn_varlen_alibi(qkv, cu_seqlens, max_seqlen, alibi_slopes, softmax_scale)
 
 
 def _padded_attention(

@@ -16,3 +16,38 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
+
+import subprocess
+
+import pytest
+
+TEST_YAML = REPO_ROOT / "yamls" / "test" / "main.yaml"
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory):
+    """A small copy of the embedded default, prepared once per test session by the real command."""
+    out_dir = tmp_path_factory.mktemp("synthetic")
+    subprocess.run([sys.executable, "-m", "src.synthetic.prepare", "--out_dir", str(out_dir),
+                    "--train_docs", "3000", "--val_docs", "300", "--glue_train_rows", "300"],
+                   cwd=REPO_ROOT, check=True)
+    return {"root": out_dir, "mds": out_dir / "synthetic-c4", "raw": out_dir / "synthetic-c4-raw",
+            "tokenizer": out_dir / "tokenizer", "glue": out_dir / "synthetic-glue"}
+
+
+@pytest.fixture
+def pretrain_cfg(synthetic_data, tmp_path):
+    """yamls/test/main.yaml pointed at the session's data and a fresh save folder, shrunk for tests."""
+    from src.config import load_config
+
+    def make(*overrides: str):
+        return load_config(str(TEST_YAML), [
+            f"data_local={synthetic_data['mds']}", f"tokenizer_name={synthetic_data['tokenizer']}",
+            f"save_folder={tmp_path / 'ckpt'}", "max_seq_len=64", "global_train_batch_size=16",
+            "device_eval_batch_size=32", "device_train_microbatch_size=16", "max_duration=8ba",
+            "eval_interval=8ba", "eval_subset_num_batches=2", "save_interval=8ba",
+            "train_loader.num_workers=0", "eval_loader.num_workers=0", "console_log_interval=100ba",
+            "model.model_config.hidden_size=64", "model.model_config.intermediate_size=128",
+            "model.model_config.num_attention_heads=2", *overrides])
+
+    return make

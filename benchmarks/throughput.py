@@ -1,0 +1,209 @@
+"""Training-step throughput of HF BERT-base and Mosaic BERT-base on one GPU, side by side.
+
+A raw training loop (no Composer): bf16 autocast, fused AdamW, batch 256 x 128, 30% of the real tokens
+masked, on full-length batches and on a mix with 30% padding. For each variant: samples/s, real
+tokens/s, MFU and peak memory.
+
+MFU counts each model's own matmul FLOPs per sample, forward x 3 (forward + backward):
+  encoder   per real token and layer: QKV 6h^2 + attention output 2h^2 + MLP 4hi (GLU: 6hi)
+  attention per layer: 4 * sum over sequences of L_real^2 * h   (QK^T and PV on real tokens only)
+  MLM head  per predicted token: transform 2h^2 + decoder 2hV   (30% of the real tokens)
+against 790 TFLOP/s, the bf16 matrix rate measured on this H200 (an 8192^3 bf16 matmul through PyTorch).
+HF BERT computes its head on every token and attends over padding; that extra work is not counted, so
+its MFU shows how much of the chip goes to useful work.
+
+    python benchmarks/throughput.py            # all variants, writes benchmarks/results/throughput.{json,md,png}
+    python benchmarks/throughput.py --quick    # fewer steps
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from src.bert_layers import BertForMaskedLM  # noqa: E402
+from src.configuration_bert import BertConfig  # noqa: E402
+from src.fused_layernorm import apply_fused_layernorm  # noqa: E402
+
+PEAK_TFLOPS = 790.0
+VOCAB = 30528  # bert-base-uncased's 30522 rounded up to a multiple of 8 (Mosaic BERT does this too)
+HIDDEN, LAYERS, HEADS, INTERMEDIATE = 768, 12, 12, 3072
+MLM_PROBABILITY = 0.3
+
+
+def make_batch(batch_size: int, seqlen: int, padding: float, generator: torch.Generator) -> dict:
+    if padding == 0:
+        lengths = torch.full((batch_size,), seqlen)
+    else:  # uniform lengths with the requested mean share of padding
+        low = max(1, int(round(seqlen * (1 - 2 * padding))))
+        lengths = torch.randint(low, seqlen + 1, (batch_size,), generator=generator)
+    mask = (torch.arange(seqlen)[None, :] < lengths[:, None]).long()
+    ids = torch.randint(5, VOCAB - 8, (batch_size, seqlen), generator=generator) * mask
+    picked = (torch.rand(batch_size, seqlen, generator=generator) < MLM_PROBABILITY) & mask.bool()
+    labels = torch.where(picked, ids, torch.full_like(ids, -100))
+    batch = dict(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids), labels=labels)
+    return {k: v.cuda(non_blocking=True) for k, v in batch.items()}
+
+
+def train_flops(batch: dict, glu: bool) -> float:
+    lengths = batch["attention_mask"].sum(1).double()
+    tokens = lengths.sum().item()
+    predicted = (batch["labels"] != -100).sum().item()
+    mlp = (6 if glu else 4) * HIDDEN * INTERMEDIATE
+    encoder = tokens * LAYERS * (8 * HIDDEN**2 + mlp)
+    attention = LAYERS * 4 * (lengths**2).sum().item() * HIDDEN
+    head = predicted * (2 * HIDDEN**2 + 2 * HIDDEN * VOCAB)
+    return 3 * (encoder + attention + head)
+
+
+def hf_bert(attn_implementation: str) -> torch.nn.Module:
+    import transformers
+
+    config = transformers.BertConfig(vocab_size=VOCAB, attn_implementation=attn_implementation)
+    return transformers.BertForMaskedLM(config)
+
+
+def mosaic_bert(glu: bool, backend: str = "auto", fused_layernorm: bool = True) -> torch.nn.Module:
+    config = BertConfig(vocab_size=VOCAB, use_glu=glu, attention_backend=backend,
+                        attention_probs_dropout_prob=0.0)
+    model = BertForMaskedLM(config)
+    if fused_layernorm:
+        apply_fused_layernorm(model)
+    return model
+
+
+VARIANTS = {
+    # name: (builder, GLU FLOPs?, torch.compile?)
+    "HF BERT eager": (lambda: hf_bert("eager"), False, False),
+    "HF BERT SDPA": (lambda: hf_bert("sdpa"), False, False),
+    "HF BERT SDPA + compile": (lambda: hf_bert("sdpa"), False, True),
+    "Mosaic BERT (full recipe)": (lambda: mosaic_bert(glu=True), True, False),
+    "Mosaic BERT (full recipe) + compile": (lambda: mosaic_bert(glu=True), True, True),
+    "Mosaic BERT no GLU": (lambda: mosaic_bert(glu=False), False, False),
+    "Mosaic BERT no GLU + compile": (lambda: mosaic_bert(glu=False), False, True),
+    "Mosaic BERT no GLU, SDPA attention": (lambda: mosaic_bert(glu=False, backend="sdpa"), False, False),
+}
+
+
+def measure(name: str, padding: float, steps: int, warmup: int, batch_size: int, seqlen: int) -> dict:
+    builder, glu, compiled = VARIANTS[name]
+    torch.manual_seed(0)
+    model = builder().cuda().train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    step_model = torch.compile(model, dynamic=padding > 0) if compiled else model
+    generator = torch.Generator().manual_seed(1)
+    batches = [make_batch(batch_size, seqlen, padding, generator) for _ in range(4)]
+
+    def step(batch):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = step_model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss
+
+    started = time.perf_counter()
+    for i in range(warmup):
+        loss = step(batches[i % len(batches)])
+    torch.cuda.synchronize()
+    warmup_s = time.perf_counter() - started
+    torch.cuda.reset_peak_memory_stats()
+    times = []
+    for i in range(steps):
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin.record()
+        loss = step(batches[i % len(batches)])
+        end.record()
+        end.synchronize()
+        times.append(begin.elapsed_time(end) / 1000)
+    if not torch.isfinite(loss):
+        raise RuntimeError(f"{name}: loss is {loss.item()}")
+    step_s = statistics.median(times)
+    flops = statistics.mean(train_flops(b, glu) for b in batches)
+    tokens = statistics.mean(b["attention_mask"].sum().item() for b in batches)
+    result = dict(variant=name, padding=padding, samples_per_s=batch_size / step_s, tokens_per_s=tokens / step_s,
+                  step_ms=step_s * 1000, tflops=flops / step_s / 1e12, mfu=flops / step_s / 1e12 / PEAK_TFLOPS,
+                  gflop_per_sample=flops / batch_size / 1e9, peak_memory_gib=torch.cuda.max_memory_allocated() / 2**30,
+                  warmup_s=warmup_s, final_loss=loss.item())
+    del model, optimizer, step_model
+    torch.cuda.empty_cache()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    parser.add_argument("--paddings", nargs="*", type=float, default=[0.0, 0.3])
+    parser.add_argument("--batch_size", type=int, default=256)
+    parser.add_argument("--seqlen", type=int, default=128)
+    parser.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results" / "throughput"))
+    args = parser.parse_args()
+    steps, warmup = (10, 5) if args.quick else (30, 10)
+
+    results = []
+    for padding in args.paddings:
+        for name in args.variants:
+            try:
+                result = measure(name, padding, steps, warmup, args.batch_size, args.seqlen)
+            except Exception as error:  # one broken variant must not hide the others' numbers
+                result = dict(variant=name, padding=padding, error=f"{type(error).__name__}: {error}"[:500])
+            results.append(result)
+            print(json.dumps(result), flush=True)
+
+    import triton
+    import transformers
+    meta = dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__,
+                transformers=transformers.__version__, python=platform.python_version(),
+                batch_size=args.batch_size, seqlen=args.seqlen, peak_tflops=PEAK_TFLOPS,
+                command="python benchmarks/throughput.py" + (" --quick" if args.quick else ""))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out + ".json").write_text(json.dumps(dict(meta=meta, results=results), indent=1))
+    lines = [f"{meta['gpu']}, torch {meta['torch']}, triton {meta['triton']}, transformers {meta['transformers']}; "
+             f"batch {args.batch_size} x {args.seqlen}, bf16 autocast, fused AdamW; `{meta['command']}`", "",
+             "| variant | padding | samples/s | tokens/s | MFU | GFLOP/sample | peak GiB |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r['variant']} | {r['padding']:.0%} | error: {r['error'][:80]} | | | | |")
+        else:
+            lines.append(f"| {r['variant']} | {r['padding']:.0%} | {r['samples_per_s']:,.0f} | {r['tokens_per_s']:,.0f} "
+                         f"| {r['mfu']:.1%} | {r['gflop_per_sample']:.1f} | {r['peak_memory_gib']:.1f} |")
+    Path(args.out + ".md").write_text("\n".join(lines) + "\n")
+    plot(results, args.out + ".png", meta)
+    print("\n".join(lines))
+
+
+def plot(results: list[dict], path: str, meta: dict) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in results if "error" not in r]
+    paddings = sorted({r["padding"] for r in ok})
+    fig, axes = plt.subplots(1, len(paddings), figsize=(7 * len(paddings), 5), squeeze=False)
+    for ax, padding in zip(axes[0], paddings):
+        rows = [r for r in ok if r["padding"] == padding]
+        ax.barh([r["variant"] for r in rows], [r["samples_per_s"] for r in rows],
+                color=["tab:orange" if r["variant"].startswith("Mosaic") else "tab:blue" for r in rows])
+        for i, r in enumerate(rows):
+            ax.text(r["samples_per_s"], i, f" {r['samples_per_s']:,.0f} ({r['mfu']:.0%} MFU)", va="center", fontsize=8)
+        ax.set_title(f"{padding:.0%} padding")
+        ax.set_xlabel("training samples/s")
+        ax.invert_yaxis()
+    fig.suptitle(f"BERT-base training throughput, {meta['gpu']}, batch {meta['batch_size']}x{meta['seqlen']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()

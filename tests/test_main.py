@@ -1,0 +1,121 @@
+"""main.py end to end on the embedded synthetic corpus (tiny model, CPU)."""
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+from streaming.base.util import clean_stale_shared_memory
+
+from main import main
+from src.config import ConfigError, UnusedConfigWarning, load_config
+from tests.conftest import REPO_ROOT, TEST_YAML
+
+
+@pytest.fixture(autouse=True)
+def fresh_shared_memory():
+    clean_stale_shared_memory()
+    yield
+    clean_stale_shared_memory()
+
+
+def eval_accuracy(trainer):
+    trainer.eval()
+    return trainer.state.eval_metrics["eval"]["MaskedAccuracy"].compute().item()
+
+
+def test_pretraining_learns(pretrain_cfg):
+    cfg = pretrain_cfg("max_duration=150ba", "eval_interval=150ba", "save_interval=150ba",
+                       "eval_subset_num_batches=4", "optimizer.lr=3.0e-3")
+    trainer = main(cfg, return_trainer=True, do_train=False)
+    before = eval_accuracy(trainer)
+    trainer.fit()
+    after = eval_accuracy(trainer)
+    assert after > before + 0.10, f"MaskedAccuracy went from {before:.3f} to only {after:.3f}"
+
+
+def test_checkpoint_reloads_with_equal_weights(pretrain_cfg, tmp_path):
+    trained = main(pretrain_cfg(), return_trainer=True)
+    checkpoint = tmp_path / "ckpt" / "latest-rank0.pt"
+    assert checkpoint.is_file()
+    clean_stale_shared_memory()
+    reloaded = main(pretrain_cfg(f"load_path={checkpoint}", "seed=99"), return_trainer=True, do_train=False)
+    assert int(reloaded.state.timestamp.batch) == 8
+    trained_weights = trained.state.model.state_dict()
+    reloaded_weights = reloaded.state.model.state_dict()
+    assert trained_weights.keys() == reloaded_weights.keys()
+    for name, value in trained_weights.items():
+        torch.testing.assert_close(reloaded_weights[name], value, rtol=0, atol=0, msg=name)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_processes_train_and_agree(synthetic_data, tmp_path):
+    overrides = [f"data_local={synthetic_data['mds']}", f"tokenizer_name={synthetic_data['tokenizer']}",
+                 f"save_folder={tmp_path / 'ckpt'}", "max_seq_len=32", "global_train_batch_size=8",
+                 "device_train_microbatch_size=4", "max_duration=4ba", "eval_interval=4ba",
+                 "eval_subset_num_batches=1", "train_loader.num_workers=0", "eval_loader.num_workers=0",
+                 "model.model_config.hidden_size=32", "model.model_config.intermediate_size=64",
+                 "model.model_config.num_attention_heads=2"]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    result = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "composer"), "-n", "2", "--master_port", str(free_port()),
+         "tests/scripts/train_and_dump.py", str(TEST_YAML), str(tmp_path), *overrides],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    assert [r["batches"] for r in ranks] == [4, 4]
+    for name, value in ranks[0]["weights"].items():
+        torch.testing.assert_close(ranks[1]["weights"][name], value, rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.name=roberta", "unknown model 'roberta' in model; valid: hf_bert, mosaic_bert"),
+    ("optimizer.name=adamax", "unknown optimizer 'adamax' in optimizer; valid: adamw, decoupled_adamw"),
+    ("scheduler.name=cyclic", "unknown scheduler 'cyclic' in scheduler; valid: constant, constant_with_warmup"),
+    ("callbacks.speedmonitor={}", "unknown callback 'speedmonitor' in callbacks.speedmonitor; valid: "),
+    ("loggers.weights_and_biases={}", "unknown logger 'weights_and_biases' in loggers.weights_and_biases; valid: "),
+    ("algorithms.alibi={}", "unknown algorithm 'alibi' in algorithms.alibi; valid: ema, fused_layernorm"),
+    ("global_train_batch_size=0", "global_train_batch_size must be positive, got 0"),
+    ("global_train_batch_size=big", "global_train_batch_size must be an integer, got 'big'"),
+])
+def test_bad_names_and_values_are_explained(pretrain_cfg, override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        main(pretrain_cfg(override), do_train=False)
+
+
+def test_missing_data_folder_names_path_and_command(pretrain_cfg, tmp_path):
+    with pytest.raises(ConfigError, match=f"no MDS dataset at {tmp_path}/gone/train.*make data"):
+        main(pretrain_cfg(f"data_local={tmp_path}/gone"), do_train=False)
+
+
+def test_tokenizer_folder_that_does_not_exist(pretrain_cfg, tmp_path):
+    with pytest.raises(ConfigError, match=f"tokenizer folder {tmp_path}/no-tokenizer does not exist"):
+        main(pretrain_cfg(f"tokenizer_name={tmp_path}/no-tokenizer"), do_train=False)
+
+
+def test_global_batch_not_divisible_by_world_size(pretrain_cfg, monkeypatch):
+    from composer.utils import dist
+    monkeypatch.setattr(dist, "get_world_size", lambda: 3)
+    with pytest.raises(ConfigError, match=r"global_train_batch_size \(16\) is not divisible by the number of devices \(3\)"):
+        main(pretrain_cfg(), do_train=False)
+
+
+def test_unread_keys_are_reported_by_name(pretrain_cfg):
+    with pytest.warns(UnusedConfigWarning, match="optimizer.learning_rate, train_loader.dataset.shufle, warmup"):
+        main(pretrain_cfg("warmup=3", "optimizer.learning_rate=1", "train_loader.dataset.shufle=true"),
+             do_train=False)
+
+
+def test_cli_turns_config_errors_into_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  name: hf_bert\n   oops: [1, 2\n")
+    result = subprocess.run([sys.executable, "main.py", str(bad)], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "is not valid YAML at line 3" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,119 @@
+import pytest
+import torch
+from streaming.base.util import clean_stale_shared_memory
+
+from src.text_data import DataConfigError, MLMCollator, build_text_dataloader, main
+from src.tokenization import TokenizerNotFoundError, load_tokenizer
+
+
+@pytest.fixture
+def tokenizer(synthetic_data):
+    return load_tokenizer(str(synthetic_data["tokenizer"]))
+
+
+def loader_cfg(synthetic_data, split="train", shuffle=True, **dataset):
+    return {"name": "text", "num_workers": 0, "drop_last": True, "dataset": {
+        "local": str(synthetic_data["mds"]), "split": split, "max_seq_len": 64, "shuffle": shuffle,
+        "shuffle_seed": 3, "mlm_probability": 0.3, **dataset}}
+
+
+def sample_order(loader, batches=None):
+    order = []
+    for i, batch in enumerate(loader):
+        if batches is not None and i >= batches:
+            break
+        order.append(batch["sample_id"].tolist())
+    return order
+
+
+def test_masking_rate_and_80_10_10_split(tokenizer):
+    collator = MLMCollator(tokenizer, mlm_probability=0.3, seed=1)
+    text = "the quick brown fox jumps over the lazy dog " * 6
+    encoded = tokenizer([text] * 400, truncation=True, max_length=64, padding="max_length")
+    samples = [{"input_ids": ids, "attention_mask": mask, "sample_id": i}
+               for i, (ids, mask) in enumerate(zip(encoded["input_ids"], encoded["attention_mask"]))]
+    batch = collator(samples)
+    original = torch.tensor(encoded["input_ids"])
+    special = torch.isin(original, torch.tensor(tokenizer.all_special_ids))
+    picked = batch["labels"] != -100
+    rate = picked.sum() / (~special).sum()
+    assert abs(rate.item() - 0.3) < 0.02
+    assert not (picked & special).any(), "special or padding tokens were masked"
+    assert torch.equal(batch["labels"][picked], original[picked])
+    as_mask = (batch["input_ids"] == tokenizer.mask_token_id) & picked
+    unchanged = (batch["input_ids"] == original) & picked
+    assert abs(as_mask.sum() / picked.sum() - 0.8) < 0.03
+    assert abs(unchanged.sum() / picked.sum() - 0.1 - 0.1 * 0.8 / len(tokenizer)) < 0.03
+    assert torch.equal(batch["input_ids"][~picked], original[~picked])
+
+
+def test_masks_depend_on_sample_identity_only(tokenizer):
+    collator = MLMCollator(tokenizer, mlm_probability=0.15, seed=5)
+    encoded = tokenizer(["a b c d e f g h i j k l m n o p"] * 3, max_length=32, padding="max_length")
+    samples = [{"input_ids": ids, "attention_mask": m, "sample_id": i}
+               for i, (ids, m) in enumerate(zip(encoded["input_ids"], encoded["attention_mask"]))]
+    together = collator(samples)
+    alone = collator([samples[2]])
+    assert torch.equal(together["input_ids"][2], alone["input_ids"][0])
+    assert torch.equal(together["labels"][2], alone["labels"][0])
+    assert not torch.equal(together["labels"][0], together["labels"][1])
+
+
+def test_same_seed_same_batches(synthetic_data, tokenizer):
+    clean_stale_shared_memory()
+    first = sample_order(build_text_dataloader(loader_cfg(synthetic_data), tokenizer, 8), batches=6)
+    clean_stale_shared_memory()
+    second = sample_order(build_text_dataloader(loader_cfg(synthetic_data), tokenizer, 8), batches=6)
+    clean_stale_shared_memory()
+    other = sample_order(build_text_dataloader(loader_cfg(synthetic_data, shuffle_seed=4), tokenizer, 8), batches=6)
+    assert first == second
+    assert first != other
+
+
+def test_resumption_continues_where_it_stopped(synthetic_data, tokenizer):
+    clean_stale_shared_memory()
+    uninterrupted = sample_order(build_text_dataloader(loader_cfg(synthetic_data), tokenizer, 8), batches=10)
+    clean_stale_shared_memory()
+    loader = build_text_dataloader(loader_cfg(synthetic_data), tokenizer, 8)
+    before = sample_order(loader, batches=4)
+    state = loader.dataset.state_dict(num_samples=4 * 8, from_beginning=False)
+    clean_stale_shared_memory()
+    resumed_loader = build_text_dataloader(loader_cfg(synthetic_data), tokenizer, 8)
+    resumed_loader.dataset.load_state_dict(state)
+    after = sample_order(resumed_loader, batches=6)
+    assert before + after == uninterrupted
+
+
+def test_missing_and_empty_data_folders_name_the_path(synthetic_data, tokenizer, tmp_path):
+    cfg = loader_cfg(synthetic_data)
+    cfg["dataset"]["local"] = str(tmp_path / "nowhere")
+    with pytest.raises(DataConfigError, match=f"no MDS dataset at {tmp_path}/nowhere/train.*convert_dataset.py"):
+        build_text_dataloader(cfg, tokenizer, 8)
+    empty = tmp_path / "empty" / "train"
+    empty.mkdir(parents=True)
+    (empty / "index.json").write_text('{"version": 2, "shards": []}')
+    cfg["dataset"]["local"] = str(tmp_path / "empty")
+    with pytest.raises(DataConfigError, match="has no samples"):
+        build_text_dataloader(cfg, tokenizer, 8)
+
+
+def test_unknown_dataset_keys_are_reported(synthetic_data, tokenizer):
+    clean_stale_shared_memory()
+    unused = []
+    build_text_dataloader(loader_cfg(synthetic_data, predownlaod=8), tokenizer, 8, unused=unused,
+                          section="train_loader")
+    assert unused == ["train_loader.dataset.predownlaod"]
+
+
+def test_tokenizer_folder_that_does_not_exist(tmp_path):
+    with pytest.raises(TokenizerNotFoundError, match=f"tokenizer folder {tmp_path}/tok does not exist"):
+        load_tokenizer(str(tmp_path / "tok"))
+
+
+def test_cli_prints_decoded_batches(synthetic_data, capsys):
+    clean_stale_shared_memory()
+    main(["--local_path", str(synthetic_data["mds"]), "--split", "val", "--tokenizer",
+          str(synthetic_data["tokenizer"]), "--batches", "1", "--max_seq_len", "32"])
+    out = capsys.readouterr().out
+    assert "--- batch 0: input_ids (2, 32)" in out
+    assert out.count("[CLS]") == 2 and "masked:" in out
