@@ -1,0 +1,94 @@
+"""sequence_classification.py on local files made from the synthetic GLUE tasks (tiny model, CPU)."""
+import pandas as pd
+import pytest
+import torch
+from streaming.base.util import clean_stale_shared_memory
+
+from main import main as pretrain
+from sequence_classification import main
+from src.config import ConfigError, load_config
+from tests.conftest import REPO_ROOT
+
+TEST_YAML = REPO_ROOT / "yamls" / "test" / "sequence_classification.yaml"
+TINY = ["model.model_config.hidden_size=32", "model.model_config.intermediate_size=64",
+        "model.model_config.num_attention_heads=2"]
+
+
+@pytest.fixture
+def finetune_cfg(synthetic_data):
+    def make(*overrides: str):
+        return load_config(str(TEST_YAML), [
+            f"tokenizer_name={synthetic_data['tokenizer']}", f"glue_data={synthetic_data['glue']}",
+            "max_duration=4ba", "eval_interval=4ba", "global_train_batch_size=16", "device_eval_batch_size=64",
+            "log_to_console=false", *TINY, *overrides])
+
+    return make
+
+
+def final_metrics(trainer):
+    return {name: metric.compute().item() for name, metric in trainer.state.eval_metrics["eval"].items()}
+
+
+def test_local_csv_with_two_text_columns(finetune_cfg, synthetic_data, tmp_path):
+    for split in ("train", "validation"):
+        table = pd.read_parquet(synthetic_data["glue"] / "mrpc" / f"{split}.parquet")
+        table.rename(columns={"sentence1": "first", "sentence2": "second", "label": "paraphrase"}).to_csv(
+            tmp_path / f"{split}.csv", index=False)
+    trainer = main(finetune_cfg(
+        f"dataset.data_files.train={tmp_path / 'train.csv'}",
+        f"dataset.data_files.validation={tmp_path / 'validation.csv'}",
+        "dataset.text_columns=[first,second]", "dataset.label_column=paraphrase", "metrics=[accuracy,f1]"),
+        return_trainer=True)
+
+    batch = next(iter(trainer.state.train_dataloader))
+    assert batch["input_ids"].shape == (16, 64)
+    assert (batch["token_type_ids"] == 1).any(), "the second column is the second segment"
+    assert batch["labels"].dtype == torch.int64
+    assert int(trainer.state.timestamp.batch) == 4
+    metrics = final_metrics(trainer)
+    assert sorted(metrics) == ["Accuracy", "F1"]
+    assert 0.0 <= metrics["Accuracy"] <= 1.0
+
+
+def test_regression(finetune_cfg, synthetic_data):
+    stsb = synthetic_data["glue"] / "stsb"
+    trainer = main(finetune_cfg(f"dataset.data_files.train={stsb}/train.parquet",
+                                f"dataset.data_files.validation={stsb}/validation.parquet",
+                                "dataset.text_columns=[sentence1,sentence2]", "dataset.num_labels=1",
+                                "metrics=[pearson,spearman,mse]"), return_trainer=True)
+
+    assert next(iter(trainer.state.train_dataloader))["labels"].dtype == torch.float32
+    metrics = final_metrics(trainer)
+    assert sorted(metrics) == ["MSE", "PearsonCorrelation", "SpearmanCorrelation"]
+    assert all(-1.0 <= metrics[name] <= 1.0 for name in ("PearsonCorrelation", "SpearmanCorrelation"))
+    assert metrics["MSE"] > 0
+
+
+def test_hub_style_folder_and_split_names(finetune_cfg, synthetic_data):
+    """`dataset.path` to a folder of <split>.parquet files, as glue_data_dir uses; MNLI's own split names."""
+    trainer = main(finetune_cfg("dataset.data_files=null", f"dataset.path={synthetic_data['glue']}/mnli",
+                                "dataset.text_columns=[premise,hypothesis]", "dataset.num_labels=3",
+                                "dataset.eval_split=validation_mismatched", "metrics=[accuracy]"),
+                   return_trainer=True, do_train=False)
+    assert len(trainer.state.evaluators[0].dataloader.dataloader.dataset) == 300
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["dataset.num_labels=3", "metrics=[accuracy]"],
+     "dataset.num_labels is 3 but the train split of dataset.data_files has no example of class(es) 2"),
+    (["dataset.text_columns=[premise,hypothesis]"], "no column 'premise'; the columns are sentence, label, idx"),
+    (["metrics=[accuracy,spearman]"], "unknown metric(s) spearman for classification; valid: accuracy, f1"),
+    (["load_path=/no/such/checkpoint.pt"], "load_path: the checkpoint /no/such/checkpoint.pt does not exist"),
+])
+def test_bad_inputs_are_explained(finetune_cfg, overrides, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        main(finetune_cfg(*overrides), do_train=False)
+
+
+def test_labels_beyond_num_labels(finetune_cfg, synthetic_data):
+    mnli = synthetic_data["glue"] / "mnli"
+    with pytest.raises(ConfigError, match="dataset.num_labels is 2 but the train split of dataset.data_files has "
+                                          "labels 0, 1, 2 in column 'label'.*set dataset.num_labels: 3"):
+        main(finetune_cfg(f"dataset.data_files.train={mnli}/train.parquet",
+                          f"dataset.data_files.validation={mnli}/validation_matched.parquet",
+                          "dataset.text_columns=[premise,hypothesis]"), do_train=False)
