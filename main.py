@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from src.builders import build_model, build_trainer, device_batch_size
 from src.callbacks import MostFrequentTokenBaseline
 from src.config import format_config, leftover_keys, pop_typed, report_unused, run_cli, to_plain_dict
+from src.loggers import log_config
 from src.text_data import build_text_dataloader
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ def main(cfg: DictConfig, return_trainer: bool = False, do_train: bool = True) -
 
     trainer = build_trainer(config, model, train_loader, eval_loader, unused)
     report_unused(unused + leftover_keys(config))
+    log_config(trainer, cfg)
 
     if do_train:
         trainer.fit()

@@ -83,13 +83,14 @@ CALLBACKS = {
     "most_frequent_token_baseline": lazy("src.callbacks:MostFrequentTokenBaseline"),
 }
 LOGGERS = {
-    "wandb": lazy("composer.loggers:WandBLogger"),
+    "wandb": lazy("src.loggers:WandBLogger"),
     "tensorboard": lazy("composer.loggers:TensorboardLogger"),
     "file": lazy("composer.loggers:FileLogger"),
     "mlflow": lazy("composer.loggers:MLFlowLogger"),
     "comet_ml": lazy("composer.loggers:CometMLLogger"),
     "neptune": lazy("composer.loggers:NeptuneLogger"),
     "mosaicml": lazy("composer.loggers:MosaicMLLogger"),
+    "jsonl": lazy("src.loggers:JSONLinesLogger"),
 }
 
 
