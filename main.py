@@ -14,8 +14,8 @@ from composer import Trainer
 from composer.utils import dist, reproducibility
 from omegaconf import DictConfig
 
-from src.builders import build_model, build_trainer, device_batch_size
-from src.callbacks import MostFrequentTokenBaseline
+from src.builders import build_model, build_trainer, check_sequence_length, device_batch_size
+from src.callbacks import MostFrequentTokenBaseline, NonFiniteLossGuard, Preempted, PreemptionCheckpoint
 from src.config import format_config, leftover_keys, pop_typed, report_unused, run_cli, to_plain_dict
 from src.loggers import log_config
 from src.text_data import build_text_dataloader
@@ -35,20 +35,27 @@ def main(cfg: DictConfig, return_trainer: bool = False, do_train: bool = True) -
     model = build_model(pop_typed(config, "model", dict), unused)
     train_batch = device_batch_size(pop_typed(config, "global_train_batch_size", int, positive=True))
     eval_batch = pop_typed(config, "device_eval_batch_size", int, positive=True)
-    train_loader = build_text_dataloader(pop_typed(config, "train_loader", dict), model.tokenizer, train_batch,
+    train_loader_cfg = pop_typed(config, "train_loader", dict)
+    check_sequence_length(model, train_loader_cfg, "train_loader")
+    train_loader = build_text_dataloader(train_loader_cfg, model.tokenizer, train_batch,
                                          seed=seed, unused=unused, section="train_loader")
     eval_loader_cfg = pop_typed(config, "eval_loader", dict, None)
     eval_loader = None
     if eval_loader_cfg:
+        check_sequence_length(model, eval_loader_cfg, "eval_loader")
         eval_loader = build_text_dataloader(eval_loader_cfg, model.tokenizer, eval_batch,
                                             seed=seed, unused=unused, section="eval_loader")
 
-    trainer = build_trainer(config, model, train_loader, eval_loader, unused)
+    preemption = PreemptionCheckpoint()
+    trainer = build_trainer(config, model, train_loader, eval_loader, unused,
+                            extra_callbacks=[NonFiniteLossGuard(), preemption])
     report_unused(unused + leftover_keys(config))
     log_config(trainer, cfg)
 
     if do_train:
         trainer.fit()
+        if preemption.stopped_at is not None:  # SIGTERM: exit 143 once the checkpoint is written
+            raise Preempted(f"preempted after batch {preemption.stopped_at}; checkpoint: {preemption.checkpoint}")
         summarize(trainer)
     return trainer if return_trainer else None
 

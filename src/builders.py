@@ -16,6 +16,7 @@ import torch
 from composer import Trainer
 from composer.utils import dist
 
+from src import checkpointing
 from src.config import ConfigError, pop_typed
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ CALLBACKS = {
     "optimizer_monitor": lazy("composer.callbacks:OptimizerMonitor"),
     "nan_monitor": lazy("composer.callbacks:NaNMonitor"),
     "most_frequent_token_baseline": lazy("src.callbacks:MostFrequentTokenBaseline"),
+    "batch_log": lazy("src.callbacks:BatchLog"),
 }
 LOGGERS = {
     "wandb": lazy("src.loggers:WandBLogger"),
@@ -155,6 +157,21 @@ def device_batch_size(global_batch_size: int, name: str = "global_train_batch_si
     return global_batch_size // world_size
 
 
+def check_sequence_length(model, loader_cfg: Mapping[str, Any], section: str) -> None:
+    """Learned position embeddings (HF BERT) bound the input length; ALiBi (Mosaic BERT) does not."""
+    max_seq_len = (loader_cfg.get("dataset") or {}).get("max_seq_len")
+    embeddings = getattr(getattr(getattr(model, "model", model), "bert", None), "embeddings", None)
+    positions = getattr(embeddings, "position_embeddings", None)
+    if isinstance(max_seq_len, int) and isinstance(positions, torch.nn.Embedding) \
+            and max_seq_len > positions.num_embeddings:
+        raise ConfigError(
+            f"{section}.dataset.max_seq_len ({max_seq_len}) is longer than the model's {positions.num_embeddings} "
+            f"position embeddings: use max_seq_len <= {positions.num_embeddings}, or (training from scratch) "
+            f"model.model_config.max_position_embeddings >= {max_seq_len}, or model.name=mosaic_bert, whose ALiBi "
+            "attention has no length limit"
+        )
+
+
 def microbatch_size(value: Any, device_batch: int) -> Any:
     if value in (None, ""):
         return device_batch
@@ -210,6 +227,10 @@ def build_trainer(cfg: MutableMapping[str, Any], model, train_dataloader, eval_d
         raise ConfigError("autoresume: true needs a save_folder to look for checkpoints in")
     if trainer_kwargs["autoresume"] and not trainer_kwargs["run_name"]:
         raise ConfigError("autoresume: true needs a fixed run_name, so that a restart finds the same run")
+    checkpointing.install()
+    if trainer_kwargs["autoresume"]:
+        checkpointing.recover_latest_checkpoint(trainer_kwargs["save_folder"], trainer_kwargs["run_name"],
+                                                trainer_kwargs["save_filename"], trainer_kwargs["save_latest_filename"])
 
     optimizer = build_optimizer(pop_typed(cfg, "optimizer", dict), model, unused)
     scheduler_cfg = pop_typed(cfg, "scheduler", dict, None)
@@ -220,7 +241,7 @@ def build_trainer(cfg: MutableMapping[str, Any], model, train_dataloader, eval_d
     microbatch = cfg.pop("device_train_microbatch_size", None)
     device_batch = getattr(train_dataloader, "batch_size", None) or 1
     try:
-        return Trainer(
+        trainer = Trainer(
             model=model,
             train_dataloader=train_dataloader,
             eval_dataloader=eval_dataloader,
@@ -234,3 +255,5 @@ def build_trainer(cfg: MutableMapping[str, Any], model, train_dataloader, eval_d
         )
     except FileNotFoundError as error:
         raise ConfigError(f"{error} (check load_path)") from error
+    checkpointing.restore_rng_state_mid_epoch(trainer)
+    return trainer

@@ -1,7 +1,14 @@
 """Composer callbacks of this project (Composer's own ones are built by name in builders.py)."""
 from __future__ import annotations
 
+import json
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional
+
 import torch
+from composer.callbacks import CheckpointSaver
 from composer.core import Callback, State
 from composer.loggers import Logger
 from composer.utils import dist
@@ -48,3 +55,149 @@ class MostFrequentTokenBaseline(Callback):
             return
         self.latest[label] = counts.max().item() / total
         logger.log_metrics({f"metrics/{label}/MostFrequentTokenAccuracy": self.latest[label]})
+
+
+class BatchLog(Callback):
+    """Appends one JSON line per training batch: `{"batch": n, "loss": ..., "sample_ids": [...]}`.
+
+    `sample_ids` are the dataset indices the collator put in the batch (src/text_data.py), so a log says
+    exactly which samples a run saw in which order, and with which loss: what a resumed run is compared
+    on, and where to look when a batch goes bad. `path` may contain `{rank}` (one file per rank).
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self.sample_ids: list[int] = []
+
+    def after_dataloader(self, state: State, logger: Logger) -> None:
+        ids = state.batch.get("sample_id") if isinstance(state.batch, Mapping) else None
+        self.sample_ids = [] if ids is None else ids.tolist()
+
+    def batch_end(self, state: State, logger: Logger) -> None:
+        loss = (state.total_loss_dict or {}).get("loss/train/total")
+        record = {"batch": int(state.timestamp.batch), "loss": loss, "sample_ids": self.sample_ids}
+        with open(self.path.format(rank=dist.get_global_rank()), "a") as file:
+            file.write(json.dumps(record) + "\n")
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+def _losses(loss: Any) -> list[torch.Tensor]:
+    if isinstance(loss, torch.Tensor):
+        return [loss]
+    if isinstance(loss, Mapping):
+        return [value for value in loss.values() if isinstance(value, torch.Tensor)]
+    if isinstance(loss, Sequence):
+        return [value for value in loss if isinstance(value, torch.Tensor)]
+    return []
+
+
+def latest_checkpoint(state: State) -> Optional[str]:
+    saver = next((cb for cb in state.callbacks if isinstance(cb, CheckpointSaver)), None)
+    return saver.saved_checkpoints[-1] if saver and saver.saved_checkpoints else None
+
+
+class NonFiniteLossGuard(Callback):
+    """Stops training at the first NaN or infinite loss, before its gradients reach the weights.
+
+    It raises at `AFTER_LOSS`, before the backward pass and the optimizer step: the weights in memory are
+    those after the previous batch and no checkpoint is written from the bad batch, so the last checkpoint
+    stays the last good one. The message names the batch and its sample ids. All ranks decide together.
+    """
+
+    def after_loss(self, state: State, logger: Logger) -> None:
+        losses = _losses(state.loss)
+        finite = all(bool(torch.isfinite(loss).all()) for loss in losses)
+        flag = torch.tensor([0 if finite else 1], device=losses[0].device if losses else "cpu")
+        dist.all_reduce(flag, reduce_operation="MAX")
+        if not flag.item():
+            return
+        batch = int(state.timestamp.batch) + 1
+        values = ", ".join(str(loss.detach().float().cpu().tolist()) for loss in losses)
+        ids = state.batch.get("sample_id") if isinstance(state.batch, Mapping) else None
+        checkpoint = latest_checkpoint(state)
+        raise NonFiniteLossError(
+            f"the training loss of batch {batch} (epoch {int(state.timestamp.epoch)}) is not finite ({values}); "
+            "training stopped before the optimizer step, so no weight was updated from it"
+            + (f" and the last checkpoint, {checkpoint}, is from before it" if checkpoint else "")
+            + (f". Sample ids in this batch (on this rank): {ids.tolist()}" if ids is not None else "")
+            + ". Usual causes: a learning rate too high (optimizer.lr), no gradient clipping "
+              "(algorithms.gradient_clipping), fp16 overflow (use precision: amp_bf16), or bad data in those samples."
+        )
+
+
+PREEMPTED_EXIT_STATUS = 143  # 128 + SIGTERM, what Composer's own handler and most shells use
+
+
+class Preempted(SystemExit):
+    """Raised by main.main() after a SIGTERM: the checkpoint is saved; the process exits with status 143."""
+
+    def __init__(self, message: str):
+        super().__init__(PREEMPTED_EXIT_STATUS)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class PreemptionCheckpoint(Callback):
+    """On SIGTERM (what Slurm, Kubernetes and most schedulers send before they kill a job): finish the
+    current batch, save a checkpoint of it, skip evaluation and stop.
+
+    The handler only sets a flag, so a checkpoint being written when the signal arrives is finished first.
+    The flag is acted on at BATCH_END, or at BATCH_CHECKPOINT when the signal came during an evaluation;
+    ranks agree through an all-reduce, so all of them stop after the same batch. The checkpoint is written
+    by the trainer's own CheckpointSaver (the same file names, `latest` link and uploads as any other), so a
+    restart with `autoresume: true` continues from it. Without a save_folder the run stops unsaved.
+    """
+
+    def __init__(self, signals: Sequence[int] = (signal.SIGTERM,)):
+        self.signals = tuple(signals)
+        self.received: Optional[int] = None
+        self.stopped_at: Optional[int] = None
+        self.checkpoint: Optional[str] = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = signum
+
+    def fit_start(self, state: State, logger: Logger) -> None:
+        for signum in self.signals:
+            self._previous[signum] = signal.signal(signum, self._handle)
+
+    def batch_end(self, state: State, logger: Logger) -> None:
+        self._maybe_stop(state, logger)
+
+    def batch_checkpoint(self, state: State, logger: Logger) -> None:
+        self._maybe_stop(state, logger)
+
+    def _maybe_stop(self, state: State, logger: Logger) -> None:
+        if self.stopped_at is not None:
+            return
+        flag = state.device.tensor_to_device(torch.tensor([self.received or 0]))
+        dist.all_reduce(flag, reduce_operation="MAX")
+        if not flag.item():
+            return
+        self.received = self.received or int(flag.item())
+        self.stopped_at = int(state.timestamp.batch)
+        saver = next((cb for cb in state.callbacks if isinstance(cb, CheckpointSaver)), None)
+        if saver is not None and saver.last_checkpoint_batch != state.timestamp.batch:
+            saver._save_checkpoint(state, logger)
+        self.checkpoint = latest_checkpoint(state) if saver is not None else None
+        for evaluator in state.evaluators:
+            evaluator.eval_interval = lambda state, event: False
+        state.stop_training()
+        if dist.get_global_rank() == 0:
+            print(f"{signal.Signals(self.received).name} received: stopped after batch {self.stopped_at}; "
+                  + (f"saved {self.checkpoint}" if self.checkpoint else "no save_folder, so nothing was saved"),
+                  file=sys.stderr, flush=True)
+
+    def fit_end(self, state: State, logger: Logger) -> None:
+        self.post_close()
+
+    def post_close(self) -> None:  # the handlers that were there before fit_start (Composer's own)
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()

@@ -110,7 +110,8 @@ def report_unused(names: Iterable[str]) -> list[str]:
     return names
 
 
-SECRET_KEY = re.compile(r"(token|key|secret|password|passwd|credential)", re.IGNORECASE)
+# Not `tokenizer*` (a name or folder) nor `*ignore_keys` (key paths): printing those is what helps.
+SECRET_KEY = re.compile(r"(token(?!izer)|(?<!ignore_)key|secret|password|passwd|credential)", re.IGNORECASE)
 URL_CREDENTIALS = re.compile(r"(\w+://)[^/@\s:]+(:[^/@\s]*)?@")
 
 

@@ -111,11 +111,11 @@ def iterate_local(fmt: str, data_files: dict[str, list[str]], split: str) -> tup
 
 
 def write_mds(samples: Iterable[dict], out: str, total: Optional[int], compression: Optional[str],
-              text_column: str, description: str) -> int:
+              text_column: str, description: str, hashes: Optional[list[str]] = None) -> int:
     from streaming import MDSWriter
 
     count = 0
-    with MDSWriter(out=out, columns={"text": "str"}, compression=compression) as writer:
+    with MDSWriter(out=out, columns={"text": "str"}, compression=compression, hashes=hashes) as writer:
         for sample in tqdm(samples, total=total, desc=description, unit=" samples", dynamic_ncols=True):
             if text_column not in sample:
                 raise ConversionError(
@@ -129,7 +129,7 @@ def write_mds(samples: Iterable[dict], out: str, total: Optional[int], compressi
 
 def convert_dataset(dataset: str, out_root: str, splits: list[str], data_subset: Optional[str] = None,
                     data_files: Optional[dict[str, list[str]]] = None, compression: Optional[str] = None,
-                    text_column: str = "text") -> dict[str, int]:
+                    text_column: str = "text", hashes: Optional[list[str]] = None) -> dict[str, int]:
     """Convert each split to `<out_root>/<split>/`; returns the number of samples written per split.
 
     Local output is written to a hidden `.partial` folder first and renamed when complete, so a crash or
@@ -139,6 +139,12 @@ def convert_dataset(dataset: str, out_root: str, splits: list[str], data_subset:
         raise ConversionError(f"unknown --dataset {dataset!r}; valid: c4, {', '.join(LOCAL_FORMATS)}")
     if dataset != "c4" and not data_files:
         raise ConversionError(f"--dataset {dataset} needs --data_files SPLIT=PATTERN ...")
+    if hashes:
+        from streaming.base.hashing import get_hashes
+
+        if set(hashes) - get_hashes():
+            raise ConversionError(f"unknown --hashes {', '.join(sorted(set(hashes) - get_hashes()))}; "
+                                  f"valid: {', '.join(sorted(get_hashes()))}")
     remote = "://" in out_root
     if not remote:
         for split in splits:
@@ -157,13 +163,13 @@ def convert_dataset(dataset: str, out_root: str, splits: list[str], data_subset:
         if remote:
             # MDSWriter stages shards in a local temporary folder and uploads each as it closes.
             written[split] = write_mds(samples, f"{out_root.rstrip('/')}/{split}", total, compression,
-                                       text_column, split)
+                                       text_column, split, hashes)
             continue
         target = Path(out_root, split)
         partial = Path(out_root, f".{split}.partial")
         shutil.rmtree(partial, ignore_errors=True)
         try:
-            written[split] = write_mds(samples, str(partial), total, compression, text_column, split)
+            written[split] = write_mds(samples, str(partial), total, compression, text_column, split, hashes)
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
@@ -183,6 +189,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--splits", nargs="+", default=["train", "val"])
     parser.add_argument("--out_root", required=True, help="output folder (local path or s3://bucket/prefix)")
     parser.add_argument("--compression", default=None, help="shard compression, e.g. zstd")
+    parser.add_argument("--hashes", nargs="+", default=None, metavar="ALGORITHM",
+                        help="hashes to record per shard, e.g. xxh64; readers check them with validate_hash")
     parser.add_argument("--text_column", default="text")
     return parser.parse_args(argv)
 
@@ -192,7 +200,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         data_files = parse_data_files(args.data_files) if args.data_files else None
         convert_dataset(args.dataset, args.out_root, args.splits, data_subset=args.data_subset,
-                        data_files=data_files, compression=args.compression, text_column=args.text_column)
+                        data_files=data_files, compression=args.compression, text_column=args.text_column,
+                        hashes=args.hashes)
     except ConversionError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -19,6 +19,7 @@ from composer.models import HuggingFaceModel
 from transformers.utils import cached_file
 
 from src.bert_layers import BertForMaskedLM, BertForSequenceClassification, BertPreTrainedModel
+from src.checkpointing import load_checkpoint_file
 from src.configuration_bert import BertConfig
 from src.metrics import classification_metrics
 from src.tokenization import load_tokenizer
@@ -47,7 +48,7 @@ def create_mosaic_bert_mlm(
     tokenizer = load_tokenizer(tokenizer_name) if tokenizer_name else None
     config = load_mosaic_bert_config(pretrained_model_name, model_config, tokenizer)
     model = BertForMaskedLM(config)
-    _finish(model, pretrained_checkpoint, gradient_checkpointing)
+    _finish(model, pretrained_checkpoint, gradient_checkpointing, tokenizer)
     metrics = [LanguageCrossEntropy(ignore_index=-100), MaskedAccuracy(ignore_index=-100)]
     return MaskedLMHuggingFaceModel(model=model, tokenizer=tokenizer, metrics=metrics)
 
@@ -71,7 +72,7 @@ def create_mosaic_bert_classification(
     model_config = {**(model_config or {}), "num_labels": num_labels}
     config = load_mosaic_bert_config(pretrained_model_name, model_config, tokenizer)
     model = BertForSequenceClassification(config)
-    _finish(model, pretrained_checkpoint, gradient_checkpointing)
+    _finish(model, pretrained_checkpoint, gradient_checkpointing, tokenizer)
     return HuggingFaceModel(model=model, tokenizer=tokenizer, use_logits=True,
                             metrics=classification_metrics(num_labels, metric_names))
 
@@ -106,15 +107,19 @@ def load_mosaic_bert_config(
     kwargs = {key: value for key, value in base.items() if key in ARCHITECTURE_KEYS}
     if tokenizer is not None and "vocab_size" not in model_config:
         kwargs["vocab_size"] = -(-len(tokenizer) // 8) * 8
+    if tokenizer is not None and model_config.get("vocab_size", len(tokenizer)) < len(tokenizer):
+        raise ValueError(f"model_config.vocab_size ({model_config['vocab_size']}) is smaller than the tokenizer's "
+                         f"{len(tokenizer)} tokens: set it >= {len(tokenizer)}, or leave it out to follow the "
+                         "tokenizer")
     kwargs.update(model_config)
     return BertConfig(**kwargs)
 
 
 def _finish(
-    model: BertPreTrainedModel, pretrained_checkpoint: Optional[str], gradient_checkpointing: bool
+    model: BertPreTrainedModel, pretrained_checkpoint: Optional[str], gradient_checkpointing: bool, tokenizer: Any
 ) -> None:
     if pretrained_checkpoint:
-        load_pretrained_weights(model, pretrained_checkpoint)
+        load_pretrained_weights(model, pretrained_checkpoint, len(tokenizer) if tokenizer is not None else None)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable()
 
@@ -147,7 +152,7 @@ class MaskedLMHuggingFaceModel(HuggingFaceModel):
 VOCAB_ROWS = ("bert.embeddings.word_embeddings.weight", "head.decoder.weight", "head.decoder.bias")
 
 
-def load_pretrained_weights(model: BertPreTrainedModel, checkpoint: str) -> None:
+def load_pretrained_weights(model: BertPreTrainedModel, checkpoint: str, tokens: Optional[int] = None) -> None:
     """Load `checkpoint` into `model`, printing the keys that were missing or unexpected.
 
     `checkpoint` is one of:
@@ -156,7 +161,8 @@ def load_pretrained_weights(model: BertPreTrainedModel, checkpoint: str) -> None
     - a `.safetensors` file, or another `torch.save`d state dict;
     - an HF model folder or hub name holding `model.safetensors` or `pytorch_model.bin`.
     Hugging Face BERT weights (recognized by `attention.self.query`) are mapped first. A tensor whose shape
-    does not fit raises ValueError naming it and both shapes.
+    does not fit raises ValueError naming it and both shapes, and so does a checkpoint with fewer token
+    embeddings than the tokenizer's `tokens` (its extra ids would index untrained rows).
     """
     state_dict = read_state_dict(checkpoint)
     if any(".attention.self.query." in key for key in state_dict):
@@ -167,6 +173,11 @@ def load_pretrained_weights(model: BertPreTrainedModel, checkpoint: str) -> None
         if expected is None or expected.shape == tensor.shape:
             continue
         rows = tensor.shape[0]
+        if key in VOCAB_ROWS and tokens is not None and rows < tokens:
+            raise ValueError(
+                f"{checkpoint} has {rows} token embeddings ({key}) but the tokenizer has {tokens} tokens: ids "
+                f">= {rows} would use untrained rows. Use the tokenizer the checkpoint was trained with."
+            )
         if key in VOCAB_ROWS and rows < expected.shape[0] and tensor.shape[1:] == expected.shape[1:]:
             state_dict[key] = torch.cat([tensor.to(expected.dtype), expected[rows:]])
             continue
@@ -194,9 +205,9 @@ def read_state_dict(checkpoint: str) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return load_file(path)
-    # Composer checkpoints pickle the whole trainer state (timestamps, RNG states), which needs
-    # weights_only=False: load only checkpoints you trust.
-    loaded = torch.load(path, map_location="cpu", weights_only=False)
+    # Composer checkpoints pickle the whole trainer state (timestamps, RNG states): weights_only=True with
+    # an allowlist of those few types; a file that needs more is refused (src/checkpointing.py).
+    loaded = load_checkpoint_file(path)
     if "state" in loaded:
         return {key.removeprefix("model."): value for key, value in loaded["state"]["model"].items()}
     return loaded

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -19,6 +21,7 @@ if __package__ in (None, ""):  # run as `python src/text_data.py`
 import numpy as np
 import torch
 from streaming import Stream, StreamingDataset
+from streaming.base.hashing import get_hash
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
@@ -33,6 +36,10 @@ PREPARE_HINT = (
 
 class DataConfigError(ConfigError):
     """A dataloader configuration that cannot work; the message names the problem and the fix."""
+
+
+class ShardError(RuntimeError):
+    """A shard that could not be read while iterating (corrupted, missing); the message names it."""
 
 
 class StreamingTextDataset(StreamingDataset):
@@ -63,6 +70,46 @@ class StreamingTextDataset(StreamingDataset):
         sample = self._tokenize(super().get_item(idx))
         sample["sample_id"] = idx
         return sample
+
+    # streaming 0.13 downloads and checks shards in background threads; when one fails (a checksum
+    # mismatch, a missing file) the epoch just ends early, and only the next epoch raises, without the
+    # cause. These overrides keep the error and raise it, explained, where the epoch ended.
+    def _prepare_thread(self, it: Any) -> None:
+        try:
+            super()._prepare_thread(it)
+        except Exception as error:
+            self.thread_error = error
+            raise
+
+    def _ready_thread(self, it: Any) -> None:
+        try:
+            super()._ready_thread(it)
+        except Exception as error:
+            self.thread_error = error
+            raise
+
+    def __iter__(self):
+        self.thread_error: Optional[Exception] = None
+        yield from super().__iter__()
+        if self.thread_error is not None:
+            raise ShardError(self.explain(self.thread_error)) from self.thread_error
+
+    def explain(self, error: Exception) -> str:
+        text = str(error)
+        if isinstance(error, ValueError) and text.startswith("Checksum failure: "):
+            path = text.removeprefix("Checksum failure: ")
+            downloaded = any(stream.remote for stream in self.streams) and os.path.isfile(path)
+            if downloaded:  # else the next run would use the bad copy without checking it again
+                os.remove(path)
+            return (f"shard {path} does not match its {self.streams[0].validate_hash} hash in index.json: it was "
+                    "corrupted in the remote copy or on the way. "
+                    + ("The bad local copy was deleted, so the next run downloads it again; if that fails too, "
+                       if downloaded else "")
+                    + "convert the dataset again (src/convert_dataset.py --hashes xxh64).")
+        if isinstance(error, FileNotFoundError):
+            return (f"a shard listed in index.json is missing: {error}. Copy the whole dataset folder again, or "
+                    "convert it again.")
+        return f"reading a shard failed: {type(error).__name__}: {error}"
 
 
 class MLMCollator:
@@ -120,15 +167,40 @@ class MLMCollator:
         return batch
 
 
-def check_local_split(local: str, split: Optional[str]) -> None:
-    """Fail early, naming the path, when a local-only dataset is missing or empty."""
+def check_local_split(local: str, split: Optional[str], validate_hash: Optional[str] = None) -> None:
+    """Fail early, naming the path, when a local-only dataset is missing, empty or lacks shard files; with
+    `validate_hash`, check every shard against its hash (streaming checks only what it downloads)."""
     folder = Path(local, split) if split else Path(local)
     if not (folder / "index.json").is_file():
         raise DataConfigError(f"no MDS dataset at {folder} (index.json not found). {PREPARE_HINT}")
-    import json
-    index = json.loads((folder / "index.json").read_text())
-    if sum(shard.get("samples", 0) for shard in index.get("shards", [])) == 0:
+    shards = json.loads((folder / "index.json").read_text()).get("shards", [])
+    if sum(shard.get("samples", 0) for shard in shards) == 0:
         raise DataConfigError(f"the MDS dataset at {folder} has no samples. {PREPARE_HINT}")
+    missing = []
+    for shard in shards:
+        present = [info for info in (shard.get("raw_data"), shard.get("zip_data"))
+                   if info and (folder / info["basename"]).is_file()]
+        if not present:
+            missing.append(shard["raw_data"]["basename"])
+        elif validate_hash:
+            check_shard_hash(folder / present[0]["basename"], present[0].get("hashes") or {}, validate_hash)
+    if missing:
+        raise DataConfigError(
+            f"the MDS dataset at {folder} lacks {len(missing)} of the {len(shards)} shard files its index.json "
+            f"lists: {', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}. Copy the whole folder again, "
+            f"or convert the dataset again. {PREPARE_HINT}")
+
+
+def check_shard_hash(path: Path, hashes: Mapping[str, str], algorithm: str) -> None:
+    if algorithm not in hashes:
+        raise DataConfigError(
+            f"validate_hash: {algorithm}, but {path.parent} was converted without {algorithm} hashes (its "
+            f"index.json has: {', '.join(hashes) or 'none'}): convert it again with "
+            f"`src/convert_dataset.py --hashes {algorithm}`, or drop validate_hash")
+    if get_hash(algorithm, path.read_bytes()) != hashes[algorithm]:
+        raise DataConfigError(
+            f"shard {path} does not match its {algorithm} hash in index.json: the file was changed or damaged "
+            "after conversion. Restore it from the original copy, or convert the dataset again.")
 
 
 def build_streams(streams_cfg: Mapping[str, Mapping[str, Any]], default_split: Optional[str]) -> list[Stream]:
@@ -139,7 +211,7 @@ def build_streams(streams_cfg: Mapping[str, Mapping[str, Any]], default_split: O
         stream_cfg.setdefault("split", default_split)
         if not stream_cfg.get("remote"):
             stream_cfg.pop("remote", None)
-            check_local_split(stream_cfg["local"], stream_cfg.get("split"))
+            check_local_split(stream_cfg["local"], stream_cfg.get("split"), stream_cfg.get("validate_hash"))
         try:
             streams.append(Stream(**stream_cfg))
         except TypeError as error:
@@ -180,11 +252,25 @@ def build_text_dataloader(cfg: Mapping[str, Any], tokenizer: PreTrainedTokenizer
         if not local:
             raise DataConfigError("dataset.local is empty: set it to the folder that holds (or caches) the MDS data")
         if remote is None:
-            check_local_split(local, split)
+            check_local_split(local, split, dataset_cfg.get("validate_hash"))
         dataset_cfg.update(local=local, remote=remote, split=split)
     dataset_cfg = accepted_kwargs(StreamingDataset.__init__, dataset_cfg, f"{section}.dataset", unused_here)
-    dataset = StreamingTextDataset(tokenizer=tokenizer, max_seq_len=max_seq_len,
-                                   batch_size=device_batch_size, **dataset_cfg)
+    remotes = [remote] if remote else [s.remote for s in dataset_cfg.get("streams") or [] if s.remote]
+    try:
+        dataset = StreamingTextDataset(tokenizer=tokenizer, max_seq_len=max_seq_len,
+                                       batch_size=device_batch_size, **dataset_cfg)
+    except (ValueError, TypeError):
+        raise
+    except Exception as error:  # each object store's client raises its own types
+        if not remotes:
+            raise
+        retries = dataset_cfg.get("download_retry")
+        raise DataConfigError(
+            f"could not read the dataset index from {', '.join(remotes)} (split {split}) after "
+            f"{1 + (2 if retries is None else retries)} attempts: {type(error).__name__}: {error}\n"
+            "Check the path, the network and the credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, and "
+            "S3_ENDPOINT_URL for an S3-compatible store); dataset.download_retry and download_timeout set how "
+            "long to try.") from error
 
     num_workers = cfg.pop("num_workers", 0)
     loader_kwargs = dict(
