@@ -18,6 +18,7 @@ from composer.utils import dist
 
 from src import checkpointing
 from src.config import ConfigError, pop_typed
+from src.object_store import forget_autoresume_download
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +232,8 @@ def build_trainer(cfg: MutableMapping[str, Any], model, train_dataloader, eval_d
     if trainer_kwargs["autoresume"]:
         checkpointing.recover_latest_checkpoint(trainer_kwargs["save_folder"], trainer_kwargs["run_name"],
                                                 trainer_kwargs["save_filename"], trainer_kwargs["save_latest_filename"])
+        forget_autoresume_download(trainer_kwargs["save_folder"], trainer_kwargs["run_name"],
+                                   trainer_kwargs["save_latest_filename"])
 
     optimizer = build_optimizer(pop_typed(cfg, "optimizer", dict), model, unused)
     scheduler_cfg = pop_typed(cfg, "scheduler", dict, None)

@@ -127,6 +127,29 @@ def write_mds(samples: Iterable[dict], out: str, total: Optional[int], compressi
     return count
 
 
+def check_remote_split_absent(remote_split: str) -> None:
+    """Fail before converting when the object store is unreachable or the split is already there.
+
+    A split is complete once its index.json is uploaded (MDSWriter writes it last), so that is what counts.
+    """
+    from streaming.base.storage.upload import CloudUploader
+
+    try:
+        uploader = CloudUploader.get(remote_split, exist_ok=True)
+    except Exception as error:  # each provider's client raises its own types (ClientError, ...)
+        raise ConversionError(
+            f"cannot write to {remote_split}: {type(error).__name__}: {error}\n"
+            "Check that the bucket exists and the credentials (e.g. AWS_ACCESS_KEY_ID, S3_ENDPOINT_URL for an "
+            "S3-compatible store) allow writing to it."
+        ) from error
+    try:
+        if uploader.list_objects("index.json"):
+            raise ConversionError(f"{remote_split}/index.json already exists; delete the split or choose "
+                                  "another --out_root")
+    finally:
+        shutil.rmtree(uploader.local, ignore_errors=True)  # the staging folder the uploader made
+
+
 def convert_dataset(dataset: str, out_root: str, splits: list[str], data_subset: Optional[str] = None,
                     data_files: Optional[dict[str, list[str]]] = None, compression: Optional[str] = None,
                     text_column: str = "text", hashes: Optional[list[str]] = None) -> dict[str, int]:
@@ -146,13 +169,15 @@ def convert_dataset(dataset: str, out_root: str, splits: list[str], data_subset:
             raise ConversionError(f"unknown --hashes {', '.join(sorted(set(hashes) - get_hashes()))}; "
                                   f"valid: {', '.join(sorted(get_hashes()))}")
     remote = "://" in out_root
-    if not remote:
-        for split in splits:
-            target = Path(out_root, split)
-            if target.exists() and any(target.iterdir()):
-                raise ConversionError(
-                    f"{target} already exists and is not empty; delete it or choose another --out_root"
-                )
+    for split in splits:
+        if remote:
+            check_remote_split_absent(f"{out_root.rstrip('/')}/{split}")
+            continue
+        target = Path(out_root, split)
+        if target.exists() and any(target.iterdir()):
+            raise ConversionError(
+                f"{target} already exists and is not empty; delete it or choose another --out_root"
+            )
 
     written = {}
     for split in splits:
@@ -164,6 +189,7 @@ def convert_dataset(dataset: str, out_root: str, splits: list[str], data_subset:
             # MDSWriter stages shards in a local temporary folder and uploads each as it closes.
             written[split] = write_mds(samples, f"{out_root.rstrip('/')}/{split}", total, compression,
                                        text_column, split, hashes)
+            print(f"wrote {written[split]:,} samples to {out_root.rstrip('/')}/{split}")
             continue
         target = Path(out_root, split)
         partial = Path(out_root, f".{split}.partial")

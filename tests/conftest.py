@@ -35,19 +35,21 @@ def synthetic_data(tmp_path_factory):
             "tokenizer": out_dir / "tokenizer", "glue": out_dir / "synthetic-glue"}
 
 
-@pytest.fixture
-def pretrain_cfg(synthetic_data, tmp_path):
-    """yamls/test/main.yaml pointed at the session's data and a fresh save folder, shrunk for tests."""
+def tiny_pretrain_config(synthetic_data, save_folder, *overrides: str):
+    """yamls/test/main.yaml pointed at the session's data and `save_folder`, shrunk for tests."""
     from src.config import load_config
 
-    def make(*overrides: str):
-        return load_config(str(TEST_YAML), [
-            f"data_local={synthetic_data['mds']}", f"tokenizer_name={synthetic_data['tokenizer']}",
-            f"save_folder={tmp_path / 'ckpt'}", "max_seq_len=64", "global_train_batch_size=16",
-            "device_eval_batch_size=32", "device_train_microbatch_size=16", "max_duration=8ba",
-            "eval_interval=8ba", "eval_subset_num_batches=2", "save_interval=8ba",
-            "train_loader.num_workers=0", "eval_loader.num_workers=0", "console_log_interval=100ba",
-            "model.model_config.hidden_size=64", "model.model_config.intermediate_size=128",
-            "model.model_config.num_attention_heads=2", *overrides])
+    return load_config(str(TEST_YAML), [
+        f"data_local={synthetic_data['mds']}", f"tokenizer_name={synthetic_data['tokenizer']}",
+        f"save_folder={save_folder}", "max_seq_len=64", "global_train_batch_size=16",
+        "device_eval_batch_size=32", "device_train_microbatch_size=16", "max_duration=8ba",
+        "eval_interval=8ba", "eval_subset_num_batches=2", "save_interval=8ba",
+        "train_loader.num_workers=0", "eval_loader.num_workers=0", "console_log_interval=100ba",
+        "model.model_config.hidden_size=64", "model.model_config.intermediate_size=128",
+        "model.model_config.num_attention_heads=2", *overrides])
 
-    return make
+
+@pytest.fixture
+def pretrain_cfg(synthetic_data, tmp_path):
+    """tiny_pretrain_config with a fresh save folder per test."""
+    return lambda *overrides: tiny_pretrain_config(synthetic_data, tmp_path / "ckpt", *overrides)
