@@ -3,6 +3,7 @@ wandb's own protobuf records), TensorBoard's event file, Composer's text log, ou
 plot of the JSON lines."""
 import json
 import struct
+import time
 
 import pytest
 from streaming.base.util import clean_stale_shared_memory
@@ -52,6 +53,8 @@ def read_wandb_records(path):
             position += block - position % block
             continue
         _, length, kind = struct.unpack("<IHB", data[position:position + 7])
+        if position + 7 + length > len(data):  # a record still being written by W&B's service process
+            break
         chunks.append(data[position + 7:position + 7 + length])
         position += 7 + length
         if kind in (1, 4):  # FULL, or LAST of FIRST/MIDDLE/LAST
@@ -68,7 +71,13 @@ def test_wandb_offline_run_has_the_config_and_metrics(logged_run):
     run_files = list(logged_run.glob("wandb/offline-run-*/run-*.wandb"))
     assert len(run_files) == 1, f"one offline run expected under {logged_run}/wandb: {run_files}"
     (run_file,) = run_files
-    records = read_wandb_records(run_file)
+    # W&B's service process may still be flushing the file when the run returns: read until it has
+    # written the run's exit record (or 60 s have passed, and let the assertions below say what is missing).
+    for _ in range(60):
+        records = read_wandb_records(run_file)
+        if any(r.WhichOneof("record_type") == "exit" for r in records):
+            break
+        time.sleep(1)
     run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
     assert run.project == "bert-tests" and run.display_name == "logged-run"
     config = {}
