@@ -1,6 +1,7 @@
 """The object-store paths against a real S3 API: moto's server on loopback, reached the standard way
 (S3_ENDPOINT_URL and AWS credentials from the environment), by the real code (streaming's MDSWriter and
 StreamingDataset, Composer's checkpoint upload and download, glue.py's checkpoint fetch)."""
+import gc
 import json
 
 import boto3
@@ -125,6 +126,7 @@ def test_autoresume_finds_the_latest_checkpoint_on_s3(s3, s3_run, synthetic_data
     resumed_at = []
     for max_duration in (12, 16):  # two restarts: the second must not reuse the first one's download
         cfg = tiny_pretrain_config(synthetic_data, SAVE_FOLDER, *s3_run["overrides"], "autoresume=true",
+                                   f"data_local={tmp_path}/cache-{max_duration}",  # not the module run's cache
                                    f"max_duration={max_duration}ba", f"eval_interval={max_duration}ba",
                                    "save_interval=4ba")
         trainer = main(cfg, return_trainer=True, do_train=False)
@@ -134,6 +136,10 @@ def test_autoresume_finds_the_latest_checkpoint_on_s3(s3, s3_run, synthetic_data
         trainer.fit()
         assert int(trainer.state.timestamp.batch) == max_duration
         trainer.close()
+        # The next restart's datasets reuse this run's cache folder: release this run's streaming shared
+        # memory now rather than whenever the garbage collector gets to it.
+        del trainer
+        gc.collect()
         clean_stale_shared_memory()
     assert resumed_at == [8, 12]
     assert {f"{RUN}/ckpt/ep0-ba12-rank0.pt", f"{RUN}/ckpt/ep0-ba16-rank0.pt"} <= set(keys(s3, f"{RUN}/ckpt/"))
