@@ -60,8 +60,7 @@ def sweep_config(args, tokenizer: Path, glue_dir: Path, parallel: bool):
     cfg = load_config(str(REPO / "yamls" / "test" / "glue.yaml"), overrides)
     cfg.model.model_config = OmegaConf.create(
         {**architecture, **({"attention_probs_dropout_prob": 0.0} if args.model == "mosaic_bert" else {})})
-    duration = "2ba" if args.quick else args.max_duration
-    kwargs = {} if duration == "recipe" else {"max_duration": duration}
+    kwargs = {} if args.max_duration == "recipe" else {"max_duration": args.max_duration}
     cfg.tasks = OmegaConf.create({task: {"seeds": args.seeds, "trainer_kwargs": kwargs} for task in GLUE_ROWS})
     return cfg
 
@@ -70,11 +69,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="mosaic_bert", choices=["mosaic_bert", "hf_bert"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[19, 8364])
-    parser.add_argument("--max_duration", default="1ep", help="per job, e.g. 1ep or 200ba; 'recipe': the recipe's")
+    parser.add_argument("--max_duration", default="1ep",
+                        help="per job, e.g. 1ep or 200ba; 'recipe': the recipe's")
     parser.add_argument("--max_seq_len", type=int, default=256)
     parser.add_argument("--work_dir", type=Path, default=Path("/tmp/glue-parallel-benchmark"))
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
+    if args.quick:
+        args.max_duration = "2ba"
 
     gpus = torch.cuda.device_count()
     modes = [True, False] if gpus else [False]

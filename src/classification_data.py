@@ -105,7 +105,8 @@ def load_split(data: ClassificationData, split: str) -> datasets.Dataset:
     """One split as a `datasets.Dataset` (see the module docstring for the places it can come from)."""
     if data.data_files:
         if split not in data.data_files:
-            raise DatasetConfigError(f"dataset.data_files has no {split!r} entry; it has {', '.join(data.data_files)}")
+            raise DatasetConfigError(f"dataset.data_files has no {split!r} entry; it has "
+                                     f"{', '.join(data.data_files)}")
         return load_files(data.data_files[split], split)
     folder = Path(data.path).expanduser()
     if folder.is_dir():
@@ -179,8 +180,8 @@ def check_train_labels(labels: list[int], data: ClassificationData) -> None:
     if missing:
         raise DatasetConfigError(
             f"dataset.num_labels is {data.num_labels} but the {data.train_split} split of {data.source} has no "
-            f"example of class(es) {', '.join(map(str, missing))}; set dataset.num_labels to the number of classes "
-            f"({len(set(labels))} seen)"
+            f"example of class(es) {', '.join(map(str, missing))}; set dataset.num_labels to the number of "
+            f"classes ({len(set(labels))} seen)"
         )
 
 
@@ -246,8 +247,8 @@ def check_start_checkpoint(model: torch.nn.Module, checkpoint: str, key: str = "
             f"{key}: {checkpoint} lacks {len(missing)} of the model's {len(expected)} encoder weights (e.g. "
             f"{missing[0].removeprefix('model.')}): was it written by another model.name?")
     for name, tensor in expected.items():
-        if saved[name.removeprefix("model.")].shape != tensor.shape:
+        name = name.removeprefix("model.")
+        if saved[name].shape != tensor.shape:
             raise ConfigError(
-                f"{key}: {name.removeprefix('model.')} has shape {tuple(saved[name.removeprefix('model.')].shape)} "
-                f"in {checkpoint} but {tuple(tensor.shape)} in the model: set model.model_config (and the "
-                f"tokenizer) as in pretraining")
+                f"{key}: {name} has shape {tuple(saved[name].shape)} in {checkpoint} but {tuple(tensor.shape)} "
+                f"in the model: set model.model_config (and the tokenizer) as in pretraining")

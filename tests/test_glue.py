@@ -30,8 +30,9 @@ def pretrained(tmp_path_factory, synthetic_data):
         pretrain(load_config(str(REPO_ROOT / "yamls" / "test" / "main.yaml"), [
             f"data_local={synthetic_data['mds']}", f"tokenizer_name={synthetic_data['tokenizer']}",
             f"save_folder={folder}", f"model.name={name}", "max_seq_len=64", "global_train_batch_size=16",
-            "device_train_microbatch_size=16", "max_duration=8ba", "eval_interval=8ba", "eval_subset_num_batches=1",
-            "save_interval=8ba", "train_loader.num_workers=0", "eval_loader.num_workers=0", "callbacks={}",
+            "device_train_microbatch_size=16", "max_duration=8ba", "eval_interval=8ba",
+            "eval_subset_num_batches=1", "save_interval=8ba", "train_loader.num_workers=0",
+            "eval_loader.num_workers=0", "callbacks={}",
             "model.model_config.hidden_size=32", "model.model_config.intermediate_size=64",
             "model.model_config.num_attention_heads=2"]))
         checkpoints[name] = folder / "latest-rank0.pt"
@@ -142,8 +143,8 @@ def test_processes_report_results_and_failures(glue_cfg, synthetic_data, tmp_pat
 
 
 @pytest.mark.parametrize("tasks, override, message", [
-    ({"mnli": {}, "wnli": {}}, None, "unknown GLUE task 'wnli' in tasks; valid: mnli, qqp, qnli, sst2, cola, stsb, "
-                                     "mrpc, rte"),
+    ({"mnli": {}, "wnli": {}}, None,
+     "unknown GLUE task 'wnli' in tasks; valid: mnli, qqp, qnli, sst2, cola, stsb, mrpc, rte"),
     ({"rte": {"trainer_kwargs": {"max_durration": "1ep"}}}, None,
      "tasks.rte.trainer_kwargs: unknown key(s) max_durration; valid: "),
     ({"rte": {"seeds": 19}}, None, "tasks.rte.seeds must be a non-empty list of integers, got 19"),

@@ -2,9 +2,7 @@
 import pandas as pd
 import pytest
 import torch
-from streaming.base.util import clean_stale_shared_memory
 
-from main import main as pretrain
 from sequence_classification import main
 from src.config import ConfigError, load_config
 from tests.conftest import REPO_ROOT
@@ -92,3 +90,12 @@ def test_labels_beyond_num_labels(finetune_cfg, synthetic_data):
         main(finetune_cfg(f"dataset.data_files.train={mnli}/train.parquet",
                           f"dataset.data_files.validation={mnli}/validation_matched.parquet",
                           "dataset.text_columns=[premise,hypothesis]"), do_train=False)
+
+
+
+def test_sst2_is_learned(synthetic_data):
+    """The test config's model (hidden 128) learns the synthetic SST-2 (300 training rows) from scratch."""
+    trainer = main(load_config(str(TEST_YAML), [
+        f"tokenizer_name={synthetic_data['tokenizer']}", f"glue_data={synthetic_data['glue']}", "max_duration=10ep",
+        "eval_interval=10ep", "optimizer.lr=1.0e-3", "metrics=[accuracy]", "log_to_console=false"]), return_trainer=True)
+    assert final_metrics(trainer)["Accuracy"] >= 0.75

@@ -27,14 +27,17 @@ from src.metrics import classification_metrics
 
 # epochs, batch size, learning rate (weight decay = lr / 10, except RTE's = lr) and eval interval per task.
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
-    "mnli": {"max_duration": "3ep", "batch_size": 48, "lr": 5.0e-5, "weight_decay": 5.0e-6, "eval_interval": "2300ba"},
-    "rte": {"max_duration": "3ep", "batch_size": 16, "lr": 1.0e-5, "weight_decay": 1.0e-5, "eval_interval": "100ba"},
-    "qqp": {"max_duration": "5ep", "batch_size": 16, "lr": 3.0e-5, "weight_decay": 3.0e-6, "eval_interval": "2000ba"},
-    "cola": {"max_duration": "10ep", "batch_size": 32, "lr": 5.0e-5, "weight_decay": 5.0e-6, "eval_interval": "250ba"},
-    "mrpc": {"max_duration": "10ep", "batch_size": 32, "lr": 8.0e-5, "weight_decay": 8.0e-6, "eval_interval": "100ba"},
-    "qnli": {"max_duration": "10ep", "batch_size": 16, "lr": 1.0e-5, "weight_decay": 1.0e-6, "eval_interval": "1000ba"},
-    "sst2": {"max_duration": "3ep", "batch_size": 16, "lr": 3.0e-5, "weight_decay": 3.0e-6, "eval_interval": "500ba"},
-    "stsb": {"max_duration": "10ep", "batch_size": 32, "lr": 3.0e-5, "weight_decay": 3.0e-6, "eval_interval": "200ba"},
+    task: {"max_duration": epochs, "batch_size": batch, "lr": lr, "weight_decay": decay, "eval_interval": every}
+    for task, epochs, batch, lr, decay, every in (
+        ("mnli", "3ep", 48, 5.0e-5, 5.0e-6, "2300ba"),
+        ("rte", "3ep", 16, 1.0e-5, 1.0e-5, "100ba"),
+        ("qqp", "5ep", 16, 3.0e-5, 3.0e-6, "2000ba"),
+        ("cola", "10ep", 32, 5.0e-5, 5.0e-6, "250ba"),
+        ("mrpc", "10ep", 32, 8.0e-5, 8.0e-6, "100ba"),
+        ("qnli", "10ep", 16, 1.0e-5, 1.0e-6, "1000ba"),
+        ("sst2", "3ep", 16, 3.0e-5, 3.0e-6, "500ba"),
+        ("stsb", "10ep", 32, 3.0e-5, 3.0e-6, "200ba"),
+    )
 }
 # Only MNLI keeps a checkpoint by default: its final one is where RTE, MRPC and STS-B start. A rerun
 # of the sweep overwrites its checkpoints.
@@ -85,13 +88,13 @@ def run_job(job: GlueJob) -> dict[str, Any]:
     train_loader = build_classification_dataloader(train_set, tokenizer, job.max_seq_len, job.batch_size,
                                                    shuffle=True, seed=job.seed)
     class_names = metric_class_names(job.task)
-    evaluators = [
-        Evaluator(label=f"glue_{task.name}{suffix}", metric_names=list(class_names.values()),
-                  dataloader=build_classification_dataloader(build_classification_dataset(data, split, tokenizer),
-                                                             tokenizer, job.max_seq_len, job.batch_size,
-                                                             shuffle=False))
-        for split, suffix in task.eval_splits
-    ]
+    evaluators = []
+    for split, suffix in task.eval_splits:
+        eval_set = build_classification_dataset(data, split, tokenizer)
+        loader = build_classification_dataloader(eval_set, tokenizer, job.max_seq_len, job.batch_size,
+                                                 shuffle=False)
+        evaluators.append(Evaluator(label=f"glue_{task.name}{suffix}", dataloader=loader,
+                                    metric_names=list(class_names.values())))
     trainer_cfg = dict(job.trainer)
     if job.start_checkpoint:
         trainer_cfg.update(load_path=job.start_checkpoint, **START_FROM_CHECKPOINT)

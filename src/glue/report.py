@@ -15,7 +15,7 @@ from src.glue.data import GLUE_TASKS
 
 
 class ResultsFile:
-    """`glue_results.json`, rewritten (temp file + os.replace) whenever a job ends, so it is never half-written."""
+    """`glue_results.json`, rewritten (temp file + os.replace) whenever a job ends: never half-written."""
 
     def __init__(self, folder: str | Path, header: dict[str, Any], planned: list[tuple[str, int, int]],
                  run_names: list[str]):

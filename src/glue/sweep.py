@@ -13,7 +13,6 @@ import multiprocessing
 import os
 from dataclasses import dataclass
 from multiprocessing.connection import wait
-from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import torch
@@ -29,6 +28,7 @@ DEFAULT_SCHEDULER = {"name": "linear_decay_with_warmup", "t_warmup": "0.06dur", 
 PER_JOB_KEYS = ("run_name", "seed", "save_folder", "load_path", "load_weights_only", "load_strict_model_weights",
                 "load_ignore_keys", "autoresume")
 TASK_KEYS = ("seeds", "trainer_kwargs")
+KILLED_HINT = "; -9 is SIGKILL, e.g. out of host memory"
 
 OnResult = Callable[[GlueJob, dict[str, Any]], None]
 
@@ -68,7 +68,8 @@ class GlueSweep:
             "log_to_console": True,
             "console_log_interval": "50ba",
         }
-        shared.update({key: config.pop(key) for key in TRAINER_KWARGS if key in config and key != "max_seq_len"})
+        shared.update({key: config.pop(key) for key in TRAINER_KWARGS
+                       if key in config and key != "max_seq_len" and key not in PER_JOB_KEYS})
         base_run_name = pop_typed(config, "base_run_name", str, os.environ.get("COMPOSER_RUN_NAME", "glue"))
         return cls(
             tasks=tasks,
@@ -221,7 +222,7 @@ def run_in_processes(jobs: list[GlueJob], gpu_ids: list[str], on_result: OnResul
             except EOFError:
                 result = {"status": "failed", "device": f"cuda (CUDA_VISIBLE_DEVICES={gpu})",
                           "error": f"the job's process died without a result (exit code {process.exitcode}"
-                                   f"{'; -9 is SIGKILL, e.g. out of host memory' if process.exitcode == -9 else ''})"}
+                                   f"{KILLED_HINT if process.exitcode == -9 else ''})"}
             receiver.close()
             free.append(gpu)
             on_result(job, result)
