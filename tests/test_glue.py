@@ -55,15 +55,19 @@ def glue_cfg(synthetic_data, tmp_path):
 
 
 @pytest.fixture
-def trainers(monkeypatch):
-    """Every job's trainer, with the model's weights as the job started (after loading its checkpoint)."""
+def trainers(monkeypatch, tmp_path):
+    """Every job's trainer, with the model's weights as the job started (after loading its checkpoint), and
+    the results file's job statuses at that moment."""
     built = {}
     build_trainer = finetuning_jobs.build_trainer
 
     def recording(cfg, model, *args, **kwargs):
         run_name = cfg["run_name"]
         trainer = build_trainer(cfg, model, *args, **kwargs)
+        written = json.loads((tmp_path / "finetune" / "glue_results.json").read_text())
         built[run_name] = (trainer, {k: v.detach().clone() for k, v in trainer.state.model.state_dict().items()})
+        built[run_name, "statuses"] = {f"{job['task']}{job['seed']}": job["status"]
+                                       for job in written["jobs"].values()}
         return trainer
 
     monkeypatch.setattr(finetuning_jobs, "build_trainer", recording)
@@ -89,6 +93,10 @@ def test_glue_end_to_end(glue_cfg, pretrained, trainers, tmp_path, model_name):
     assert written["glue_average"] == pytest.approx(sum(scores) / 2)
     assert (tmp_path / "finetune" / "glue_results.md").read_text().count("| accuracy |") == 1
     assert (tmp_path / "finetune" / "glue_results.png").stat().st_size > 0
+
+    # Each job's result is in the file as soon as it ends.
+    statuses = trainers["test-glue_task=rte_seed=23", "statuses"]
+    assert statuses == {"mnli19": "ok", "rte19": "ok", "rte23": "pending"}
 
     # Round 2 starts from the final MNLI weights (of seed 19; RTE seed 23 has no MNLI run of its own).
     mnli_trainer, _ = trainers["test-glue_task=mnli_seed=19"]
