@@ -14,6 +14,11 @@ its MFU shows how much of the chip goes to useful work.
 
     python benchmarks/throughput.py            # all variants, writes benchmarks/results/throughput.{json,md,png}
     python benchmarks/throughput.py --quick    # fewer steps
+    python benchmarks/throughput.py --profile "Mosaic BERT (full recipe)"   # also: where its step's time goes
+
+--profile runs torch.profiler over a few steps of the named variants (full-length batches) and writes
+benchmarks/results/throughput_profile.md: GPU time per kernel category (matmuls, attention, LayerNorm,
+optimizer, other element-wise work) and the share of the step in which the GPU is idle (host overhead).
 """
 from __future__ import annotations
 
@@ -94,6 +99,77 @@ VARIANTS = {
 }
 
 
+KERNEL_CATEGORIES = [  # (category, substrings of CUDA kernel names), first match wins
+    ("attention", ("_short_fwd", "_short_bwd", "_fwd_kernel", "_bwd_kernel", "_bwd_preprocess", "_block_table",
+                   "flash", "fmha", "attention", "softmax")),
+    ("matmul", ("gemm", "nvjet", "cutlass", "xmma", "cublas", "sm90_", "sm80_", "wgmma")),
+    ("layernorm", ("layer_norm", "layernorm")),
+    ("optimizer", ("multi_tensor", "adam", "foreach")),
+    ("embedding / gather / index", ("index", "gather", "scatter", "embedding", "nonzero", "cub::")),
+]
+
+
+def kernel_category(name: str) -> str:
+    lowered = name.lower()
+    for category, patterns in KERNEL_CATEGORIES:
+        if any(p in lowered for p in patterns):
+            return category
+    return "other element-wise / reductions"
+
+
+def profile(name: str, batch_size: int, seqlen: int, steps: int = 5) -> str:
+    """Where one variant's training step spends its GPU time, by kernel category and the top kernels."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    builder, glu, compiled = VARIANTS[name]
+    torch.manual_seed(0)
+    model = builder().cuda().train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    step_model = torch.compile(model) if compiled else model
+    batch = make_batch(batch_size, seqlen, 0.0, torch.Generator().manual_seed(1))
+
+    def step():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = step_model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(10):
+        step()
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+    wall_ms = (time.perf_counter() - started) * 1000 / steps
+    kernels: dict[str, float] = {}
+    for event in prof.key_averages():
+        gpu_us = getattr(event, "self_device_time_total", None) or getattr(event, "self_cuda_time_total", 0)
+        if gpu_us > 0 and event.device_type == torch.autograd.DeviceType.CUDA:
+            kernels[event.key] = kernels.get(event.key, 0.0) + gpu_us / 1000 / steps
+    busy_ms = sum(kernels.values())
+    categories: dict[str, float] = {}
+    for kernel, ms in kernels.items():
+        categories[kernel_category(kernel)] = categories.get(kernel_category(kernel), 0.0) + ms
+    flops = train_flops(batch, glu)
+    lines = [f"### {name}, batch {batch_size} x {seqlen}, full length", "",
+             f"Step {wall_ms:.2f} ms under the profiler (its overhead included); GPU busy {busy_ms:.2f} ms "
+             f"({busy_ms / wall_ms:.0%}); the counted FLOPs at the busy time would be "
+             f"{flops / (busy_ms / 1000) / 1e12 / PEAK_TFLOPS:.0%} MFU.", "",
+             "| kernel category | ms per step | share of GPU time |", "| --- | ---: | ---: |"]
+    for category, ms in sorted(categories.items(), key=lambda kv: -kv[1]):
+        lines.append(f"| {category} | {ms:.2f} | {ms / busy_ms:.0%} |")
+    lines += ["", "| top kernels | category | ms per step |", "| --- | --- | ---: |"]
+    for kernel, ms in sorted(kernels.items(), key=lambda kv: -kv[1])[:15]:
+        lines.append(f"| `{kernel[:90]}` | {kernel_category(kernel)} | {ms:.3f} |")
+    del model, optimizer, step_model
+    torch.cuda.empty_cache()
+    return "\n".join(lines) + "\n"
+
+
 def measure(name: str, padding: float, steps: int, warmup: int, batch_size: int, seqlen: int) -> dict:
     builder, glu, compiled = VARIANTS[name]
     torch.manual_seed(0)
@@ -147,6 +223,7 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--seqlen", type=int, default=128)
     parser.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results" / "throughput"))
+    parser.add_argument("--profile", nargs="*", default=[], metavar="VARIANT", help="variants to profile")
     args = parser.parse_args()
     steps, warmup = (10, 5) if args.quick else (30, 10)
 
@@ -181,6 +258,16 @@ def main() -> None:
     Path(args.out + ".md").write_text("\n".join(lines) + "\n")
     plot(results, args.out + ".png", meta)
     print("\n".join(lines))
+    if args.profile:
+        reports = [f"# Where the training step's GPU time goes ({meta['gpu']}, torch {meta['torch']})", "",
+                   "Kernel names grouped by `KERNEL_CATEGORIES` in benchmarks/throughput.py.", ""]
+        for name in args.profile:
+            try:
+                reports.append(profile(name, args.batch_size, args.seqlen))
+            except Exception as error:
+                reports.append(f"### {name}\n\nprofile failed: {type(error).__name__}: {error}\n")
+        Path(args.out + "_profile.md").write_text("\n".join(reports))
+        print("\n".join(reports))
 
 
 def plot(results: list[dict], path: str, meta: dict) -> None:

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Every GPU measurement of the project, in the two calls a device session affords, on a host with two
+# H200s (device kind nvidia-h200-x2). Each call runs two lanes side by side, one per GPU; every step has
+# its own time limit, so one that fails or hangs costs only its own numbers.
+#
+#   bash benchmarks/h200_session.sh kernels    # lane 0: attention kernel check + benchmark, Composer speed
+#                                              # lane 1: Mosaic BERT check, training-throughput table + profile
+#   bash benchmarks/h200_session.sh training   # lanes 0+1: time to accuracy (HF | Mosaic at once),
+#                                              # then both GPUs: DDP scaling, GLUE task parallelism
+#
+# Needs the wheels of the packages the image lacks in .wheels-dir (default .whl; see docs/NOTES.md) and the
+# synthetic data in DATA (default data, `python -m src.synthetic.prepare`). Results land in
+# benchmarks/results/; logs and results are packed into $OUT/results.tgz when OUT is set.
+set -u
+stage=${1:?usage: h200_session.sh kernels|training}
+data=${DATA:-data}
+wheels=${WHEELS:-.whl}
+logs=${LOGS:-/tmp/h200_logs}
+mkdir -p "$logs" benchmarks/results
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+if ! python3 -c "import composer, streaming, omegaconf" 2>/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$wheels"/*.whl \
+    || { echo "installing the wheels from $wheels failed"; exit 1; }
+  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+python3 -c "import torch, triton, transformers, composer; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__, 'composer', composer.__version__)"
+
+step() {  # step GPU LIMIT_S NAME COMMAND...: one measurement, its log in $logs/NAME.log
+  local gpu=$1 limit=$2 name=$3; shift 3
+  local started=$SECONDS
+  CUDA_VISIBLE_DEVICES=$gpu timeout "$limit" "$@" >"$logs/$name.log" 2>&1
+  echo "[$name] exit $? after $((SECONDS - started)) s (GPU $gpu, limit $limit s)"
+}
+composer_launch() { python3 -m composer.cli.launcher "$@"; }
+
+case $stage in
+kernels)
+  (
+    step 0 150 check_attention python3 benchmarks/check_attention_gpu.py
+    step 0 200 attention python3 benchmarks/attention.py
+    step 0 150 speed_mosaic_1gpu composer_launch -n 1 --master_port 29501 benchmarks/pretraining.py speed \
+      --model mosaic_bert --data "$data" --out benchmarks/results/pretraining_speed_mosaic_1gpu.json
+  ) &
+  (
+    step 1 120 mosaic_bert_check python3 benchmarks/mosaic_bert_gpu_check.py
+    step 1 420 throughput python3 benchmarks/throughput.py --profile "Mosaic BERT (full recipe)" "HF BERT SDPA + compile"
+  ) &
+  wait
+  ;;
+training)
+  budget=${BUDGET_S:-150}
+  step 0 $((budget + 120)) tta_hf python3 benchmarks/pretraining.py accuracy --model hf_bert --compile --budget_s "$budget" \
+    --data "$data" --out benchmarks/results/time_to_accuracy_hf_bert.json &
+  step 1 $((budget + 120)) tta_mosaic python3 benchmarks/pretraining.py accuracy --model mosaic_bert --budget_s "$budget" \
+    --data "$data" --out benchmarks/results/time_to_accuracy_mosaic_bert.json ${MOSAIC_ARGS:-} &
+  wait
+  step 0,1 150 speed_mosaic_2gpu composer_launch -n 2 benchmarks/pretraining.py speed --composer_only \
+    --model mosaic_bert --data "$data" --out benchmarks/results/pretraining_speed_mosaic_2gpu.json
+  step 0,1 200 glue_parallel python3 benchmarks/glue_parallel.py
+  ;;
+esac
+
+python3 benchmarks/pretraining.py report >"$logs/report.log" 2>&1
+for f in "$logs"/*.log; do echo "===== $f"; tail -n 25 "$f"; done
+if [ -n "${OUT:-}" ]; then tar czf "$OUT/results.tgz" benchmarks/results "$logs"; fi

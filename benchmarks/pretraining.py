@@ -1,0 +1,332 @@
+"""Pretraining through Composer on a GPU: end-to-end speed, multi-GPU scaling and time to accuracy.
+
+Every run goes through `main.main` with the real recipe YAML (yamls/main/*-bert-base-uncased.yaml), the
+real data path (MDS shards streamed and tokenized on the fly by the YAML's workers) and Composer's
+Trainer; only the data (the embedded synthetic corpus, `python -m src.synthetic.prepare`), the batch size
+and the duration are overridden.
+
+    # speed: the dataloader alone, a raw training loop on the same batches, and Composer's SpeedMonitor
+    composer -n 1 benchmarks/pretraining.py speed --model mosaic_bert --data DIR --out results/speed_1gpu.json
+    composer -n 2 benchmarks/pretraining.py speed --model mosaic_bert --data DIR --out results/speed_2gpu.json
+    # time to accuracy: train for a fixed budget of training seconds (evaluation time excluded)
+    python benchmarks/pretraining.py accuracy --model hf_bert --budget_s 180 --data DIR --out results/tta_hf.json
+    # tables and the time-to-accuracy plot from the JSON files above
+    python benchmarks/pretraining.py report --results benchmarks/results
+
+DIR holds `synthetic-c4/{train,val}` and `tokenizer/` (what src.synthetic.prepare writes).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # the CPU only to try the plumbing with tiny models
+RECIPES = {"hf_bert": "yamls/main/hf-bert-base-uncased.yaml", "mosaic_bert": "yamls/main/mosaic-bert-base-uncased.yaml"}
+
+
+def recipe_config(model: str, data: str, batch_size: int, extra: list[str]):
+    """The recipe YAML on the synthetic data: per-GPU batch `batch_size`, no checkpoints, metrics as JSON lines."""
+    from composer.utils import dist
+
+    from src.config import load_config
+
+    world = dist.get_world_size()
+    overrides = [
+        f"data_local={data}/synthetic-c4", f"tokenizer_name={data}/tokenizer",
+        "model.pretrained_model_name=null",  # BertConfig() defaults are BERT-base; no hub access needed
+        f"global_train_batch_size={batch_size * world}", f"device_train_microbatch_size={batch_size}",
+        f"device_eval_batch_size={batch_size}", "save_folder=null", "progress_bar=false",
+        "console_log_interval=50ba", "callbacks.speed_monitor.window_size=20", "eval_subset_num_batches=10",
+    ]
+    return load_config(str(REPO / RECIPES[model]), overrides + extra)
+
+
+def synchronize() -> None:
+    if DEVICE == "cuda":
+        synchronize()
+
+
+def device_name() -> str:
+    return torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu"
+
+
+def jsonl_metrics(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+# ---------------------------------------------------------------------------------------------------- speed
+def dataloader_rate(cfg, tokenizer, batch_size: int, batches: int) -> tuple[float, list[dict]]:
+    """Samples/s of the train dataloader alone (workers as in the YAML), and a few of its batches."""
+    from omegaconf import OmegaConf
+
+    from src.text_data import build_text_dataloader
+
+    loader = build_text_dataloader(OmegaConf.to_container(cfg.train_loader, resolve=True), tokenizer,
+                                   batch_size, seed=cfg.seed, unused=[])
+    iterator = iter(loader)
+    kept = [next(iterator) for _ in range(8)]  # the first batches include the workers' start
+    started = time.perf_counter()
+    for _ in range(batches):
+        next(iterator)
+    rate = batches * batch_size / (time.perf_counter() - started)
+    del iterator, loader
+    return rate, kept
+
+
+def raw_loop_rate(cfg, batches: list[dict], steps: int) -> float:
+    """Samples/s of a plain PyTorch loop (the recipe's model, optimizer, bf16 autocast, fused LayerNorm as in
+    the YAML) over batches already on the GPU: what the training step costs without Composer or data."""
+    from omegaconf import OmegaConf
+
+    from src.builders import build_model, build_optimizer
+    from src.fused_layernorm import apply_fused_layernorm
+
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    model = build_model(plain["model"], []).to(DEVICE).train()
+    if "fused_layernorm" in (plain.get("algorithms") or {}):
+        apply_fused_layernorm(model)
+    optimizer = build_optimizer(plain["optimizer"], model, [])
+    on_gpu = [{k: v.to(DEVICE) for k, v in b.items()} for b in batches]
+
+    bf16 = plain.get("precision") == "amp_bf16"
+
+    def step(batch):
+        with torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=bf16):
+            loss = model.loss(model(batch), batch)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for i in range(10):
+        step(on_gpu[i % len(on_gpu)])
+    synchronize()
+    started = time.perf_counter()
+    for i in range(steps):
+        step(on_gpu[i % len(on_gpu)])
+    synchronize()
+    rate = steps * len(batches[0]["input_ids"]) / (time.perf_counter() - started)
+    del model, optimizer
+    return rate
+
+
+def speed(args) -> None:
+    from composer.utils import dist
+
+    import main as pretraining
+
+    dist.initialize_dist("gpu" if DEVICE == "cuda" else "cpu")
+    rank0 = dist.get_global_rank() == 0
+    out = Path(args.out)
+    metrics_file = out.with_suffix(".metrics.jsonl")
+    if rank0 and metrics_file.exists():
+        metrics_file.unlink()
+    cfg = recipe_config(args.model, args.data, args.batch_size, [f"max_duration={args.steps}ba"] + args.override)
+    cfg.eval_loader = None  # speed only
+    cfg.loggers = {"jsonl": {"path": str(metrics_file)}}
+    result: dict[str, Any] = dict(model=args.model, gpus=dist.get_world_size(), batch_per_gpu=args.batch_size,
+                                  steps=args.steps, overrides=args.override, gpu=device_name())
+    if not args.composer_only and rank0:
+        from src.tokenization import load_tokenizer
+
+        tokenizer = load_tokenizer(cfg.tokenizer_name)
+        result["dataloader_samples_per_s"], batches = dataloader_rate(cfg, tokenizer, args.batch_size, args.loader_batches)
+        result["real_tokens_per_sample"] = statistics.mean(b["attention_mask"].sum().item() / len(b["attention_mask"])
+                                                           for b in batches)
+        result["raw_loop_samples_per_s"] = raw_loop_rate(cfg, batches, args.raw_steps)
+        print(json.dumps(result), flush=True)
+    dist.barrier()
+
+    started = time.perf_counter()
+    pretraining.main(cfg)
+    result["composer_wall_s"] = time.perf_counter() - started
+    if rank0:
+        logged = [m for m in jsonl_metrics(metrics_file) if "throughput/samples_per_sec" in m.get("metrics", m)]
+        rates = [m.get("metrics", m)["throughput/samples_per_sec"] for m in logged]
+        steady = rates[len(rates) // 2:]  # the second half: compilation and warm-up are over
+        result["speed_monitor_samples_per_s"] = statistics.median(steady) if steady else None
+        result["speed_monitor_windows"] = len(steady)
+        if result.get("raw_loop_samples_per_s") and steady:
+            result["composer_vs_raw"] = result["speed_monitor_samples_per_s"] / result["raw_loop_samples_per_s"]
+            result["dataloader_vs_composer"] = result["dataloader_samples_per_s"] / result["speed_monitor_samples_per_s"]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1))
+        print(json.dumps(result), flush=True)
+
+
+# ------------------------------------------------------------------------------------------ time to accuracy
+class TrainingTimeBudget:
+    """Stops training once `budget_s` seconds of training (evaluation excluded) have passed, and records
+    each evaluation's MaskedAccuracy against the training seconds spent so far."""
+
+    def __new__(cls, budget_s: float, record: list):
+        from composer.core import Callback
+
+        class _Budget(Callback):
+            def __init__(self):
+                self.spent = 0.0
+                self.resumed_at = None
+
+            def fit_start(self, state, logger):
+                synchronize()
+                self.resumed_at = time.perf_counter()
+
+            def _pause(self):
+                synchronize()
+                if self.resumed_at is not None:
+                    self.spent += time.perf_counter() - self.resumed_at
+                    self.resumed_at = None
+
+            def batch_end(self, state, logger):
+                if self.spent + time.perf_counter() - self.resumed_at >= budget_s:
+                    self._pause()
+                    state.stop_training()
+                    self.resumed_at = time.perf_counter()
+
+            def eval_start(self, state, logger):
+                self._pause()
+
+            def eval_end(self, state, logger):
+                metrics = {k: v.compute().item() for k, v in state.eval_metrics.get("eval", {}).items()}
+                record.append(dict(train_s=self.spent, batch=int(state.timestamp.batch),
+                                   samples=int(state.timestamp.sample), **metrics))
+                print(f"[time to accuracy] {self.spent:7.1f} s  batch {int(state.timestamp.batch):6d}  "
+                      f"MaskedAccuracy {metrics.get('MaskedAccuracy', float('nan')):.4f}", flush=True)
+                synchronize()
+                self.resumed_at = time.perf_counter()
+
+        return _Budget()
+
+
+def accuracy(args) -> None:
+    import main as pretraining
+    from src import builders
+
+    record: list[dict] = []
+    builders.CALLBACKS["training_time_budget"] = lambda budget_s: TrainingTimeBudget(budget_s, record)
+    extra = ["max_duration=1000000ba", f"eval_interval={args.eval_every}ba", "eval_subset_num_batches=20",
+             f"optimizer.lr={args.lr}", f"callbacks.training_time_budget.budget_s={args.budget_s}"]
+    cfg = recipe_config(args.model, args.data, args.batch_size, extra + args.override)
+    # A constant rate after warm-up: both models see the same schedule whatever their speed.
+    cfg.scheduler = {"name": "constant_with_warmup", "t_warmup": f"{args.warmup}ba"}
+    if args.compile:
+        cfg.compile_config = {}
+    trainer = pretraining.main(cfg, return_trainer=True)
+    if not record or record[-1]["batch"] != int(trainer.state.timestamp.batch):
+        trainer.eval()  # the budget ended between two evaluations: one more at the last batch
+    result = dict(model=args.model, compile=args.compile, budget_s=args.budget_s, batch_size=args.batch_size,
+                  lr=args.lr, overrides=args.override, gpu=device_name(), evals=record)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+
+
+# ---------------------------------------------------------------------------------------------------- report
+def time_to_reach(evals: list[dict], target: float) -> float | None:
+    """Training seconds at which the accuracy first reached `target` (linear between evaluations)."""
+    previous = None
+    for e in evals:
+        if e["MaskedAccuracy"] >= target:
+            if previous is None:
+                return e["train_s"]
+            fraction = (target - previous["MaskedAccuracy"]) / (e["MaskedAccuracy"] - previous["MaskedAccuracy"])
+            return previous["train_s"] + fraction * (e["train_s"] - previous["train_s"])
+        previous = e
+    return None
+
+
+def report(args) -> None:
+    results = Path(args.results)
+    lines = []
+    speeds = {p.stem: json.loads(p.read_text()) for p in sorted(results.glob("pretraining_speed_*.json"))}
+    if speeds:
+        lines += ["| run | GPUs | dataloader samples/s | raw loop samples/s | Composer (SpeedMonitor) samples/s "
+                  "| Composer / raw | dataloader / Composer |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for name, r in speeds.items():
+            def fmt(key, spec=",.0f"):
+                return format(r[key], spec) if r.get(key) is not None else ""
+            lines.append(f"| {name} | {r['gpus']} | {fmt('dataloader_samples_per_s')} | {fmt('raw_loop_samples_per_s')} "
+                         f"| {fmt('speed_monitor_samples_per_s')} | {fmt('composer_vs_raw', '.3f')} "
+                         f"| {fmt('dataloader_vs_composer', '.2f')} |")
+        one = {r["model"]: r for r in speeds.values() if r["gpus"] == 1}
+        for r in speeds.values():
+            base = one.get(r["model"])
+            if r["gpus"] > 1 and base and base.get("speed_monitor_samples_per_s") and r.get("speed_monitor_samples_per_s"):
+                scaling = r["speed_monitor_samples_per_s"] / base["speed_monitor_samples_per_s"]
+                lines.append(f"\n{r['model']}: {r['gpus']} GPUs give {scaling:.2f}x the samples/s of one "
+                             f"({scaling / r['gpus']:.0%} scaling efficiency).")
+    runs = {p.stem: json.loads(p.read_text()) for p in sorted(results.glob("time_to_accuracy_*.json"))}
+    if runs:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for name, r in runs.items():
+            label = f"{r['model']}{' + compile' if r.get('compile') else ''}"
+            ax.plot([e["train_s"] for e in r["evals"]], [e["MaskedAccuracy"] for e in r["evals"]], marker=".", label=label)
+        ax.set_xlabel("training seconds (evaluation excluded)")
+        ax.set_ylabel("eval MaskedAccuracy")
+        ax.set_title(f"Time to accuracy, BERT-base on the synthetic corpus, {next(iter(runs.values()))['gpu']}")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(results / "time_to_accuracy.png", dpi=120)
+        lines += ["", "| run | training s | batches | final MaskedAccuracy |", "| --- | ---: | ---: | ---: |"]
+        for name, r in runs.items():
+            last = r["evals"][-1]
+            lines.append(f"| {name} | {last['train_s']:.0f} | {last['batch']} | {last['MaskedAccuracy']:.4f} |")
+        hf = next((r for r in runs.values() if r["model"] == "hf_bert"), None)
+        mosaic = next((r for r in runs.values() if r["model"] == "mosaic_bert"), None)
+        if hf and mosaic:
+            target = hf["evals"][-1]["MaskedAccuracy"]
+            reached = time_to_reach(mosaic["evals"], target)
+            hf_time = hf["evals"][-1]["train_s"]
+            lines.append(f"\nHF BERT's final accuracy {target:.4f} after {hf_time:.0f} s; Mosaic BERT reaches it after "
+                         + (f"{reached:.0f} s ({reached / hf_time:.2f} of the time)." if reached is not None
+                            else "— not within its budget."))
+    text = "\n".join(lines) + "\n"
+    (results / "pretraining.md").write_text(text)
+    print(text)
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    s = commands.add_parser("speed")
+    s.add_argument("--model", choices=RECIPES, default="mosaic_bert")
+    s.add_argument("--data", required=True)
+    s.add_argument("--batch_size", type=int, default=256, help="per GPU")
+    s.add_argument("--steps", type=int, default=200, help="Composer training batches")
+    s.add_argument("--raw_steps", type=int, default=50)
+    s.add_argument("--loader_batches", type=int, default=100)
+    s.add_argument("--composer_only", action="store_true", help="skip the dataloader and raw-loop measurements")
+    s.add_argument("--out", required=True)
+    s.add_argument("override", nargs="*", help="key=value overrides of the recipe YAML")
+    a = commands.add_parser("accuracy")
+    a.add_argument("--model", choices=RECIPES, required=True)
+    a.add_argument("--data", required=True)
+    a.add_argument("--budget_s", type=float, default=180)
+    a.add_argument("--batch_size", type=int, default=256)
+    a.add_argument("--lr", type=float, default=2e-4)
+    a.add_argument("--warmup", type=int, default=300, help="warm-up batches")
+    a.add_argument("--eval_every", type=int, default=200, help="batches")
+    a.add_argument("--compile", action="store_true", help="torch.compile through Composer's compile_config")
+    a.add_argument("--out", required=True)
+    a.add_argument("override", nargs="*")
+    r = commands.add_parser("report")
+    r.add_argument("--results", default=str(REPO / "benchmarks" / "results"))
+    args = parser.parse_args()
+    {"speed": speed, "accuracy": accuracy, "report": report}[args.command](args)
+
+
+if __name__ == "__main__":
+    cli()
