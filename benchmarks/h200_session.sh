@@ -52,7 +52,7 @@ kernels)
   ;;
 training)
   # GLUE first: it needs both GPUs, and issue 5 needs its numbers most.
-  step 0,1 180 glue_parallel python3 benchmarks/glue_parallel.py --max_duration 150ba --max_seq_len 128
+  step 0,1 170 glue_parallel python3 benchmarks/glue_parallel.py --max_duration 60ba --max_seq_len 128
   budget=${BUDGET_S:-120}
   ( step 0 $((budget + 100)) tta_hf python3 benchmarks/pretraining.py accuracy --model hf_bert --compile \
       --budget_s "$budget" --data "$data" --out benchmarks/results/time_to_accuracy_hf_bert.json \
@@ -61,9 +61,9 @@ training)
   step 1 $((budget + 100)) tta_mosaic python3 benchmarks/pretraining.py accuracy --model mosaic_bert \
     --budget_s "$budget" --data "$data" --out benchmarks/results/time_to_accuracy_mosaic_bert.json ${MOSAIC_ARGS:-} &
   wait
-  step 0 100 speed_mosaic_1gpu $launcher -n 1 benchmarks/pretraining.py speed \
+  step 0 90 speed_mosaic_1gpu $launcher -n 1 benchmarks/pretraining.py speed \
     --model mosaic_bert --data "$data" --out benchmarks/results/pretraining_speed_mosaic_1gpu.json
-  step 0,1 90 speed_mosaic_2gpu $launcher -n 2 benchmarks/pretraining.py speed --composer_only \
+  step 0,1 80 speed_mosaic_2gpu $launcher -n 2 benchmarks/pretraining.py speed --composer_only \
     --model mosaic_bert --data "$data" --out benchmarks/results/pretraining_speed_mosaic_2gpu.json
   ;;
 esac
