@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any, Optional
+from typing import Optional
 
 from composer import Trainer
-from composer.utils import dist, reproducibility
+from composer.utils import dist
 from omegaconf import DictConfig
 
-from src.builders import build_model, build_trainer, check_sequence_length, device_batch_size
+from src.builders import build_model, build_trainer, check_sequence_length, device_batch_size, start_run
 from src.callbacks import MostFrequentTokenBaseline, NonFiniteLossGuard, Preempted, PreemptionCheckpoint
-from src.config import format_config, leftover_keys, pop_typed, report_unused, run_cli, to_plain_dict
+from src.config import leftover_keys, pop_typed, report_unused, run_cli
 from src.loggers import log_config
 from src.text_data import build_text_dataloader
 
@@ -24,13 +24,9 @@ log = logging.getLogger(__name__)
 
 
 def main(cfg: DictConfig, return_trainer: bool = False, do_train: bool = True) -> Optional[Trainer]:
-    if dist.get_global_rank() == 0:
-        print(format_config(cfg))
-    config: dict[str, Any] = to_plain_dict(cfg)
+    config = start_run(cfg)
+    seed = config["seed"]
     unused: list[str] = []
-    seed = pop_typed(config, "seed", int, 17)
-    config["seed"] = seed  # the trainer reads it too
-    reproducibility.seed_all(seed)
 
     model = build_model(pop_typed(config, "model", dict), unused)
     train_batch = device_batch_size(pop_typed(config, "global_train_batch_size", int, positive=True))

@@ -11,26 +11,23 @@ what is reported. `load_path` starts from a pretraining checkpoint (its weights 
 from __future__ import annotations
 
 import sys
-from typing import Any, Optional
+from typing import Optional
 
 from composer import Trainer
-from composer.utils import dist, reproducibility
+from composer.utils import dist
 from omegaconf import DictConfig
 
-from src.builders import build_model, build_trainer, device_batch_size
+from src.builders import build_model, build_trainer, device_batch_size, start_run
 from src.classification_data import (START_FROM_CHECKPOINT, build_classification_dataloader,
                                      build_classification_dataset, check_start_checkpoint, pop_classification_data)
-from src.config import format_config, leftover_keys, pop_typed, report_unused, run_cli, to_plain_dict
+from src.config import leftover_keys, pop_typed, report_unused, run_cli
+from src.loggers import log_config
 
 
 def main(cfg: DictConfig, return_trainer: bool = False, do_train: bool = True) -> Optional[Trainer]:
-    if dist.get_global_rank() == 0:
-        print(format_config(cfg))
-    config: dict[str, Any] = to_plain_dict(cfg)
+    config = start_run(cfg)
+    seed = config["seed"]
     unused: list[str] = []
-    seed = pop_typed(config, "seed", int, 17)
-    config["seed"] = seed  # the trainer reads it too
-    reproducibility.seed_all(seed)
 
     dataset_cfg = pop_typed(config, "dataset", dict)
     data = pop_classification_data(dataset_cfg)
@@ -56,6 +53,7 @@ def main(cfg: DictConfig, return_trainer: bool = False, do_train: bool = True) -
             config.setdefault(key, value)
     trainer = build_trainer(config, model, train_loader, eval_loader, unused)
     report_unused(unused + leftover_keys(config))
+    log_config(trainer, cfg)
 
     if do_train:
         trainer.fit()

@@ -14,10 +14,10 @@ from typing import Any, Callable, Mapping, MutableMapping, Optional
 
 import torch
 from composer import Trainer
-from composer.utils import dist
+from composer.utils import dist, reproducibility
 
 from src import checkpointing
-from src.config import ConfigError, pop_typed
+from src.config import ConfigError, format_config, pop_typed, to_plain_dict
 from src.object_store import forget_autoresume_download
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,18 @@ def lazy(path: str) -> Callable[..., Any]:
 
     construct.target = path  # type: ignore[attr-defined]
     return construct
+
+
+def start_run(cfg) -> dict[str, Any]:
+    """What every entry script does first: print the config (rank 0, secrets redacted), seed every RNG
+    with `seed` (default 17), and return the config as a plain dict to pop sections from (`seed` stays
+    in it: the Trainer reads it too)."""
+    if dist.get_global_rank() == 0:
+        print(format_config(cfg))
+    config: dict[str, Any] = to_plain_dict(cfg)
+    config["seed"] = pop_typed(config, "seed", int, 17)
+    reproducibility.seed_all(config["seed"])
+    return config
 
 
 def constructor_of(factory: Callable[..., Any]) -> Callable[..., Any]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any, Optional, TextIO
+from typing import Any, Mapping, Optional, TextIO
 
 import numpy as np
 import torch
@@ -45,10 +45,11 @@ def plain(value: Any) -> Any:
     return str(value)
 
 
-def log_config(trainer, cfg: DictConfig) -> None:
+def log_config(trainer, cfg: DictConfig | Mapping[str, Any]) -> None:
     """Give every logger the run's whole config (interpolations resolved, secrets masked) as hyperparameters:
     W&B's run config, TensorBoard's hparams, a `{"hyperparameters": ...}` line of the jsonl file."""
-    trainer.logger.log_hyperparameters(redact(OmegaConf.to_container(cfg, resolve=True)))
+    plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    trainer.logger.log_hyperparameters(redact(plain))
 
 
 class JSONLinesLogger(LoggerDestination):

@@ -261,6 +261,13 @@ def build_text_dataloader(cfg: Mapping[str, Any], tokenizer: PreTrainedTokenizer
                                        batch_size=device_batch_size, **dataset_cfg)
     except (ValueError, TypeError):
         raise
+    except FileExistsError as error:  # streaming's shared memory (named after the local folder) is taken
+        raise DataConfigError(
+            f"streaming's shared memory for the local folder {local or 'of a stream'} already exists ({error}): "
+            "another process on this machine is streaming into the same local folder, or a run that crashed "
+            "left its shared memory behind. Give each concurrent run its own data_local, or remove stale shared "
+            "memory with: python -c 'from streaming.base.util import clean_stale_shared_memory as c; c()'"
+        ) from error
     except Exception as error:  # each object store's client raises its own types
         if not remotes:
             raise

@@ -1,4 +1,6 @@
 """sequence_classification.py on local files made from the synthetic GLUE tasks (tiny model, CPU)."""
+import json
+
 import pandas as pd
 import pytest
 import torch
@@ -48,12 +50,20 @@ def test_local_csv_with_two_text_columns(finetune_cfg, synthetic_data, tmp_path)
     assert 0.0 <= metrics["Accuracy"] <= 1.0
 
 
-def test_regression(finetune_cfg, synthetic_data):
+def test_regression(finetune_cfg, synthetic_data, tmp_path):
     stsb = synthetic_data["glue"] / "stsb"
     trainer = main(finetune_cfg(f"dataset.data_files.train={stsb}/train.parquet",
                                 f"dataset.data_files.validation={stsb}/validation.parquet",
                                 "dataset.text_columns=[sentence1,sentence2]", "dataset.num_labels=1",
-                                "metrics=[pearson,spearman,mse]"), return_trainer=True)
+                                "metrics=[pearson,spearman,mse]", f"loggers.jsonl.path={tmp_path}/metrics.jsonl"),
+                   return_trainer=True)
+
+    # The loggers get the whole config, as main.py's do.
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    logged = {}
+    for line in lines:
+        logged.update(line.get("hyperparameters", {}))
+    assert logged["dataset"]["num_labels"] == 1 and logged["metrics"] == ["pearson", "spearman", "mse"]
 
     assert next(iter(trainer.state.train_dataloader))["labels"].dtype == torch.float32
     metrics = final_metrics(trainer)

@@ -2,6 +2,7 @@ import pytest
 import torch
 from streaming.base.util import clean_stale_shared_memory
 
+from src import text_data
 from src.text_data import DataConfigError, MLMCollator, build_text_dataloader, main
 from src.tokenization import TokenizerNotFoundError, load_tokenizer
 
@@ -95,6 +96,17 @@ def test_missing_and_empty_data_folders_name_the_path(synthetic_data, tokenizer,
     cfg["dataset"]["local"] = str(tmp_path / "empty")
     with pytest.raises(DataConfigError, match="has no samples"):
         build_text_dataloader(cfg, tokenizer, 8)
+
+
+def test_taken_shared_memory_is_explained(synthetic_data, tokenizer, monkeypatch):
+    """streaming names its shared memory after the local folder; a second live dataset on it (another
+    process, or a crashed run's leftovers) makes creating it fail with FileExistsError."""
+    def taken(*args, **kwargs):
+        raise FileExistsError(17, "File exists", "/000000_locals")
+
+    monkeypatch.setattr(text_data.StreamingTextDataset, "__init__", taken)
+    with pytest.raises(DataConfigError, match="shared memory for the local folder .* already exists.*own data_local"):
+        build_text_dataloader(loader_cfg(synthetic_data), tokenizer, 8)
 
 
 def test_unknown_dataset_keys_are_reported(synthetic_data, tokenizer):

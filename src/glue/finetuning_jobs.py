@@ -23,6 +23,7 @@ from src.classification_data import (START_FROM_CHECKPOINT, build_classification
                                      build_classification_dataset)
 from src.config import leftover_keys, report_unused
 from src.glue.data import GLUE_TASKS
+from src.loggers import log_config
 from src.metrics import classification_metrics
 
 # epochs, batch size, learning rate (weight decay = lr / 10, except RTE's = lr) and eval interval per task.
@@ -100,6 +101,9 @@ def run_job(job: GlueJob) -> dict[str, Any]:
         trainer_cfg.update(load_path=job.start_checkpoint, **START_FROM_CHECKPOINT)
     trainer = build_trainer(trainer_cfg, model, train_loader, evaluators, unused)
     report_unused(unused + leftover_keys(trainer_cfg))
+    log_config(trainer, {"task": job.task, "seed": job.seed, "start_checkpoint": job.start_checkpoint,
+                         "max_seq_len": job.max_seq_len, "batch_size": job.batch_size, "model": job.model,
+                         "trainer": job.trainer})
     try:
         trainer.fit()
         metrics = {f"{name}{suffix}": trainer.state.eval_metrics[f"glue_{task.name}{suffix}"][class_name]
