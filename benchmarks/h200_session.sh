@@ -10,7 +10,8 @@
 #
 # Needs the wheels of the packages the image lacks in .wheels-dir (default .whl; see docs/NOTES.md) and the
 # synthetic data in DATA (default data, `python -m src.synthetic.prepare`). Results land in
-# benchmarks/results/; logs and results are packed into $OUT/results.tgz when OUT is set.
+# benchmarks/results/; logs and results are packed into $OUT/results.tgz after every step when OUT is set
+# (so a call cut off by its time limit still returns what finished).
 set -u
 stage=${1:?usage: h200_session.sh kernels|training}
 data=${DATA:-data}
@@ -32,7 +33,12 @@ step() {  # step GPU LIMIT_S NAME COMMAND...: one measurement, its log in $logs/
   CUDA_VISIBLE_DEVICES=$gpu timeout "$limit" "$@" >"$logs/$name.log" 2>&1
   local status=$?
   echo "[$name] exit $status after $((SECONDS - started)) s (GPU $gpu, limit $limit s)"
+  pack "$name"
   return $status
+}
+pack() {  # a snapshot of every result and log so far: what a call cut off by its time limit still returns
+  [ -n "${OUT:-}" ] || return 0
+  tar czf "$OUT/.results.$1.tgz" benchmarks/results "$logs" 2>/dev/null && mv -f "$OUT/.results.$1.tgz" "$OUT/results.tgz"
 }
 launcher="python3 -m composer.cli.launcher"
 
@@ -70,4 +76,4 @@ esac
 
 python3 benchmarks/pretraining.py report >"$logs/report.log" 2>&1
 for f in "$logs"/*.log; do echo "===== $f"; tail -n 25 "$f"; done
-if [ -n "${OUT:-}" ]; then tar czf "$OUT/results.tgz" benchmarks/results "$logs"; fi
+pack final
