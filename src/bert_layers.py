@@ -14,6 +14,8 @@ Names follow HF BERT where the module is the same (`embeddings.word_embeddings`,
 `pooler.dense`, `classifier`); inside a layer they follow Mosaic BERT (`Wqkv`, `gated_layers`, `wo`).
 `src.mosaic_bert.hf_bert_to_mosaic_state_dict` maps HF BERT weights onto these names.
 """
+import functools
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -66,10 +68,19 @@ class BertAttention(nn.Module):
     def forward(
         self, hidden: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int, slopes: torch.Tensor
     ) -> torch.Tensor:
+        return self.output(hidden, self.attend(hidden, cu_seqlens, max_seqlen, slopes))
+
+    def attend(
+        self, hidden: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int, slopes: torch.Tensor
+    ) -> torch.Tensor:
+        """The attention itself: `(total_tokens, n_heads, head_dim)`."""
         # Wqkv's output rows are [query; key; value], each split into heads: HF's Q, K, V stacked.
         qkv = self.Wqkv(hidden).view(-1, 3, self.n_heads, self.head_dim)
         dropout_p = self.attention_dropout if self.training else 0.0
-        context = attention(qkv, cu_seqlens, max_seqlen, slopes, dropout_p, self.backend)
+        return attention(qkv, cu_seqlens, max_seqlen, slopes, dropout_p, self.backend)
+
+    def output(self, hidden: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """Output projection, dropout, residual, LayerNorm."""
         return self.layernorm(hidden + self.dropout(self.wo(context.flatten(1))))
 
 
@@ -114,11 +125,31 @@ class BertLayer(GradientCheckpointingLayer):
         super().__init__()
         self.attention = BertAttention(config)
         self.mlp = BertGatedMLP(config) if config.use_glu else BertMLP(config)
+        self.compile_regions = config.compile_regions
 
     def forward(
         self, hidden: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int, slopes: torch.Tensor
     ) -> torch.Tensor:
-        return self.mlp(self.attention(hidden, cu_seqlens, max_seqlen, slopes))
+        context = self.attention.attend(hidden, cu_seqlens, max_seqlen, slopes)
+        if not self.compile_regions:
+            return self.after_attention(hidden, context)
+        # Only the token count varies between batches: marked dynamic, it compiles once for all lengths.
+        torch._dynamo.maybe_mark_dynamic(hidden, 0)
+        torch._dynamo.maybe_mark_dynamic(context, 0)
+        return compiled(BertLayer.after_attention)(self, hidden, context)
+
+    def after_attention(self, hidden: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """Everything between this layer's attention and the next layer's: the attention's output block
+        and the feed-forward block. Element-wise work (dropout, residual adds, LayerNorm, GELU and the
+        GLU product) that `compile_regions` fuses into a few kernels."""
+        return self.mlp(self.attention.output(hidden, context))
+
+
+@functools.cache
+def compiled(function):
+    """One `torch.compile` of `function` for every layer: the layers pass themselves as an argument, so
+    their parameters are graph inputs and the compiled code is shared rather than compiled 12 times."""
+    return torch.compile(function)
 
 
 class BertEncoder(nn.Module):

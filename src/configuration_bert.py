@@ -42,6 +42,10 @@ class BertConfig(PretrainedConfig):
     use_glu: bool = True
     # "auto": the Triton kernel on CUDA when attention dropout is 0, else PyTorch SDPA (src/attention.py).
     attention_backend: Literal[ATTENTION_BACKENDS] = "auto"
+    # torch.compile each layer's work between two attention calls (output block, feed-forward block) as
+    # one region, with the token count dynamic; the attention kernel stays outside. Off until measured
+    # on a GPU (docs/performance.md).
+    compile_regions: bool = False
 
     def validate_architecture(self):
         """Run by `@strict` after construction: catch shapes that cannot be built."""

@@ -82,6 +82,9 @@ def test_backend_matches_naive_float64_attention(backend, with_alibi):
 
 
 def test_auto_uses_sdpa_on_cpu_and_says_why(caplog):
+    import src.attention
+
+    src.attention._log_once.cache_clear()  # said once per process: an earlier test may have said it already
     qkv, cu_seqlens, max_seqlen, seqlens = _problem()
     with caplog.at_level(logging.INFO, logger="src.attention"):
         out = attention(qkv, cu_seqlens, max_seqlen, alibi_slopes(3), 0.0, "auto")

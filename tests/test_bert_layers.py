@@ -143,6 +143,32 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         torch.testing.assert_close(checkpointed[name], grad, rtol=0, atol=1e-6, msg=name)
 
 
+def test_compiled_regions_give_the_same_loss_and_gradients_and_compile_once():
+    from torch._dynamo.utils import counters
+
+    torch.manual_seed(0)
+    plain = BertForMaskedLM(tiny_config(num_hidden_layers=3))
+    regions = BertForMaskedLM(tiny_config(num_hidden_layers=3, compile_regions=True))
+    regions.load_state_dict(plain.state_dict())
+    torch._dynamo.reset()
+    counters.clear()
+    for lengths, seqlen in (([9, 4], 9), ([12, 12, 3], 12), ([5], 7)):  # three token counts
+        input_ids, attention_mask, token_type_ids = random_batch(lengths, seqlen)
+        labels = torch.where(attention_mask.bool(), input_ids, -100)
+        results = []
+        for model in (plain, regions):
+            model.zero_grad()
+            loss = model(input_ids, attention_mask, token_type_ids, labels=labels).loss
+            loss.backward()
+            results.append((loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}))
+        torch.testing.assert_close(results[1][0], results[0][0], rtol=0, atol=1e-5)
+        for name, grad in results[0][1].items():
+            torch.testing.assert_close(results[1][1][name], grad, rtol=0, atol=1e-5, msg=name)
+    # One graph for all three layers and all three token counts: no recompilation per layer or batch.
+    assert counters["stats"]["unique_graphs"] == 1
+    assert counters["stats"]["calls_captured"] > 0
+
+
 @pytest.mark.parametrize("model_class", [BertForMaskedLM, BertForSequenceClassification])
 def test_save_pretrained_then_from_pretrained_gives_identical_outputs(tmp_path, model_class):
     torch.manual_seed(0)
