@@ -26,9 +26,10 @@ def evaluate(trainer):
     return metrics["MaskedAccuracy"].compute().item(), metrics["LanguageCrossEntropy"].compute().item()
 
 
-def test_pretraining_learns(pretrain_cfg):
+@pytest.mark.parametrize("model_name", ["hf_bert", "mosaic_bert"])
+def test_pretraining_learns(pretrain_cfg, model_name):
     cfg = pretrain_cfg("max_duration=120ba", "eval_interval=120ba", "save_interval=120ba",
-                       "eval_subset_num_batches=4", "optimizer.lr=3.0e-3")
+                       "eval_subset_num_batches=4", "optimizer.lr=3.0e-3", f"model.name={model_name}")
     trainer = main(cfg, return_trainer=True, do_train=False)
     accuracy_before, loss_before = evaluate(trainer)
     trainer.fit()
