@@ -1,0 +1,55 @@
+"""benchmarks/pretraining.py's plumbing on the CPU with a tiny model: the GPU session must not be the
+first place its commands run."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+import pretraining  # noqa: E402
+
+SCRIPT = str(REPO_ROOT / "benchmarks" / "pretraining.py")
+TINY = ["model.model_config.hidden_size=32", "model.model_config.intermediate_size=64",
+        "model.model_config.num_attention_heads=2", "model.model_config.num_hidden_layers=2", "precision=fp32",
+        "max_seq_len=64", "train_loader.num_workers=0", "eval_loader.num_workers=0", "eval_subset_num_batches=2",
+        "callbacks.speed_monitor.window_size=4"]
+
+
+def test_time_to_reach_interpolates_between_evaluations():
+    evals = [{"train_s": 10, "MaskedAccuracy": 0.2}, {"train_s": 20, "MaskedAccuracy": 0.6},
+             {"train_s": 30, "MaskedAccuracy": 0.7}]
+    assert pretraining.time_to_reach(evals, 0.4) == pytest.approx(15.0)
+    assert pretraining.time_to_reach(evals, 0.1) == 10
+    assert pretraining.time_to_reach(evals, 0.9) is None
+
+
+def test_accuracy_speed_and_report_run_end_to_end(synthetic_data, tmp_path):
+    data = str(synthetic_data["root"])
+    accuracy_json = tmp_path / "time_to_accuracy_mosaic_bert.json"
+    subprocess.run([sys.executable, SCRIPT, "accuracy", "--model", "mosaic_bert", "--data", data, "--batch_size", "8",
+                    "--budget_s", "4", "--eval_every", "10", "--warmup", "2", "--lr", "1e-3", "--out",
+                    str(accuracy_json), *TINY], cwd=tmp_path, check=True)
+    run = json.loads(accuracy_json.read_text())
+    evals = run["evals"]
+    assert [e["batch"] for e in evals] == sorted({e["batch"] for e in evals}) and len(evals) >= 2
+    assert 4 <= evals[-1]["train_s"] < 6, "training stops at the budget (evaluation time not counted)"
+    assert all(0 <= e["MaskedAccuracy"] <= 1 for e in evals)
+
+    speed_json = tmp_path / "pretraining_speed_mosaic_1gpu.json"
+    subprocess.run([sys.executable, "-m", "composer.cli.launcher", "-n", "1", SCRIPT, "speed", "--model", "mosaic_bert", "--data", data, "--batch_size", "8",
+                    "--steps", "16", "--raw_steps", "2", "--loader_batches", "3", "--out", str(speed_json), *TINY],
+                   cwd=tmp_path, check=True)
+    speed = json.loads(speed_json.read_text())
+    for key in ("dataloader_samples_per_s", "raw_loop_samples_per_s", "speed_monitor_samples_per_s"):
+        assert speed[key] > 0, key
+    assert speed["composer_vs_raw"] == pytest.approx(speed["speed_monitor_samples_per_s"]
+                                                     / speed["raw_loop_samples_per_s"])
+
+    subprocess.run([sys.executable, SCRIPT, "report", "--results", str(tmp_path)], check=True)
+    report = (tmp_path / "pretraining.md").read_text()
+    assert "| pretraining_speed_mosaic_1gpu | 1 |" in report
+    assert "| time_to_accuracy_mosaic_bert |" in report
+    assert (tmp_path / "time_to_accuracy.png").stat().st_size > 0
