@@ -32,7 +32,8 @@ $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
 
 # The embedded default: a synthetic C4-shaped corpus, a WordPiece tokenizer trained on it, the
 # corpus converted to MDS by the same script that converts C4, and synthetic GLUE tasks.
-$(DATA)/.prepared: $(VENV)/.installed
+# Changed generator code re-runs prepare, which redoes only the steps whose recorded settings changed.
+$(DATA)/.prepared: $(VENV)/.installed $(wildcard src/synthetic/*.py) src/convert_dataset.py
 	$(PY) -m src.synthetic.prepare --out_dir $(DATA)
 	touch $@
 
