@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from composer.core import Callback
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -164,51 +165,47 @@ def speed(args) -> None:
 
 
 # ------------------------------------------------------------------------------------------ time to accuracy
-class TrainingTimeBudget:
-    """Stops training once `budget_s` seconds of training (evaluation and the first batch excluded) have passed, and records
-    each evaluation's MaskedAccuracy against the training seconds spent so far."""
+class TrainingTimeBudget(Callback):
+    """Stops training once `budget_s` seconds of training (evaluation and the first batch excluded) have
+    passed, and records each evaluation's MaskedAccuracy against the training seconds spent so far."""
 
-    def __new__(cls, budget_s: float, record: list):
-        from composer.core import Callback
+    def __init__(self, budget_s: float, record: list):
+        self.budget_s = budget_s
+        self.record = record
+        self.spent = 0.0
+        self.resumed_at = None
 
-        class _Budget(Callback):
-            def __init__(self):
-                self.spent = 0.0
-                self.resumed_at = None
+    def fit_start(self, state, logger):
+        synchronize()
+        self.resumed_at = time.perf_counter()
 
-            def fit_start(self, state, logger):
-                synchronize()
-                self.resumed_at = time.perf_counter()
+    def _pause(self):
+        synchronize()
+        if self.resumed_at is not None:
+            self.spent += time.perf_counter() - self.resumed_at
+            self.resumed_at = None
 
-            def _pause(self):
-                synchronize()
-                if self.resumed_at is not None:
-                    self.spent += time.perf_counter() - self.resumed_at
-                    self.resumed_at = None
+    def batch_end(self, state, logger):
+        if int(state.timestamp.batch) == 1:  # the clock starts after the first batch: compilation
+            synchronize()                    # and kernel autotuning are not training
+            self.resumed_at = time.perf_counter()
+            return
+        if self.spent + time.perf_counter() - self.resumed_at >= self.budget_s:
+            self._pause()
+            state.stop_training()
+            self.resumed_at = time.perf_counter()
 
-            def batch_end(self, state, logger):
-                if int(state.timestamp.batch) == 1:  # the clock starts after the first batch: compilation
-                    synchronize()                    # and kernel autotuning are not training
-                    self.resumed_at = time.perf_counter()
-                    return
-                if self.spent + time.perf_counter() - self.resumed_at >= budget_s:
-                    self._pause()
-                    state.stop_training()
-                    self.resumed_at = time.perf_counter()
+    def eval_start(self, state, logger):
+        self._pause()
 
-            def eval_start(self, state, logger):
-                self._pause()
-
-            def eval_end(self, state, logger):
-                metrics = {k: v.compute().item() for k, v in state.eval_metrics.get("eval", {}).items()}
-                record.append(dict(train_s=self.spent, batch=int(state.timestamp.batch),
-                                   samples=int(state.timestamp.sample), **metrics))
-                print(f"[time to accuracy] {self.spent:7.1f} s  batch {int(state.timestamp.batch):6d}  "
-                      f"MaskedAccuracy {metrics.get('MaskedAccuracy', float('nan')):.4f}", flush=True)
-                synchronize()
-                self.resumed_at = time.perf_counter()
-
-        return _Budget()
+    def eval_end(self, state, logger):
+        metrics = {k: v.compute().item() for k, v in state.eval_metrics.get("eval", {}).items()}
+        self.record.append(dict(train_s=self.spent, batch=int(state.timestamp.batch),
+                                samples=int(state.timestamp.sample), **metrics))
+        print(f"[time to accuracy] {self.spent:7.1f} s  batch {int(state.timestamp.batch):6d}  "
+              f"MaskedAccuracy {metrics.get('MaskedAccuracy', float('nan')):.4f}", flush=True)
+        synchronize()
+        self.resumed_at = time.perf_counter()
 
 
 def accuracy(args) -> None:
