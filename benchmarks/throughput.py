@@ -120,32 +120,40 @@ def kernel_category(name: str) -> str:
     return "other element-wise / reductions"
 
 
-def profile(name: str, batch_size: int, seqlen: int, steps: int = 5) -> str:
-    """Where one variant's training step spends its GPU time, by kernel category and the top kernels."""
-    from torch.profiler import ProfilerActivity
-    from torch.profiler import profile as torch_profile
-
+def training_step(name: str, dynamic: bool):
+    """`(step, glu)`: `step(batch)` runs one bf16 training step of the variant (fused AdamW) and returns
+    the loss; `glu` says which FLOP count applies."""
     builder, glu, compiled = VARIANTS[name]
     torch.manual_seed(0)
     model = builder().cuda().train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    step_model = torch.compile(model) if compiled else model
-    batch = make_batch(batch_size, seqlen, 0.0, torch.Generator().manual_seed(1))
+    step_model = torch.compile(model, dynamic=dynamic) if compiled else model
 
-    def step():
+    def step(batch):
         with torch.autocast("cuda", dtype=torch.bfloat16):
             loss = step_model(**batch).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        return loss
 
+    return step, glu
+
+
+def profile(name: str, batch_size: int, seqlen: int, steps: int = 5) -> str:
+    """Where one variant's training step spends its GPU time, by kernel category and the top kernels."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    step, glu = training_step(name, dynamic=False)
+    batch = make_batch(batch_size, seqlen, 0.0, torch.Generator().manual_seed(1))
     for _ in range(10):
-        step()
+        step(batch)
     torch.cuda.synchronize()
     started = time.perf_counter()
     with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         for _ in range(steps):
-            step()
+            step(batch)
         torch.cuda.synchronize()
     wall_ms = (time.perf_counter() - started) * 1000 / steps
     kernels: dict[str, float] = {}
@@ -168,27 +176,15 @@ def profile(name: str, batch_size: int, seqlen: int, steps: int = 5) -> str:
     lines += ["", "| top kernels | category | ms per step |", "| --- | --- | ---: |"]
     for kernel, ms in sorted(kernels.items(), key=lambda kv: -kv[1])[:15]:
         lines.append(f"| `{kernel[:90]}` | {kernel_category(kernel)} | {ms:.3f} |")
-    del model, optimizer, step_model
+    del step  # its closure holds the model and the optimizer
     torch.cuda.empty_cache()
     return "\n".join(lines) + "\n"
 
 
 def measure(name: str, padding: float, steps: int, warmup: int, batch_size: int, seqlen: int) -> dict:
-    builder, glu, compiled = VARIANTS[name]
-    torch.manual_seed(0)
-    model = builder().cuda().train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    step_model = torch.compile(model, dynamic=padding > 0) if compiled else model
+    step, glu = training_step(name, dynamic=padding > 0)
     generator = torch.Generator().manual_seed(1)
     batches = [make_batch(batch_size, seqlen, padding, generator) for _ in range(4)]
-
-    def step(batch):
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = step_model(**batch).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return loss
 
     started = time.perf_counter()
     for i in range(warmup):
@@ -213,7 +209,7 @@ def measure(name: str, padding: float, steps: int, warmup: int, batch_size: int,
                   step_ms=step_s * 1000, tflops=flops / step_s / 1e12, mfu=flops / step_s / 1e12 / PEAK_TFLOPS,
                   gflop_per_sample=flops / batch_size / 1e9, peak_memory_gib=torch.cuda.max_memory_allocated() / 2**30,
                   warmup_s=warmup_s, final_loss=loss.item())
-    del model, optimizer, step_model
+    del step  # its closure holds the model and the optimizer
     torch.cuda.empty_cache()
     return result
 
