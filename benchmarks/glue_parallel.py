@@ -8,6 +8,7 @@ the weights); batch sizes and learning rates are the recipe's (src/glue/finetuni
     python benchmarks/glue_parallel.py                          # all GPUs, 1 epoch per job, seeds 19 and 8364
     python benchmarks/glue_parallel.py --max_duration recipe    # the recipe's epochs (10, 10, 10, 3)
     python benchmarks/glue_parallel.py --model hf_bert --seeds 19 8364 717
+    python benchmarks/glue_parallel.py --modes serial parallel  # the serial sweep first
     python benchmarks/glue_parallel.py --quick                  # tiny model and data: plumbing only (CPU: serial)
 
 Prints a table and writes benchmarks/results/glue_parallel.json (with --quick, into --work_dir), and each
@@ -73,15 +74,18 @@ def main() -> int:
                         help="per job, e.g. 1ep or 200ba; 'recipe': the recipe's")
     parser.add_argument("--max_seq_len", type=int, default=256)
     parser.add_argument("--work_dir", type=Path, default=Path("/tmp/glue-parallel-benchmark"))
+    parser.add_argument("--modes", nargs="+", choices=["parallel", "serial"], default=["parallel", "serial"],
+                        help="which sweeps to run, in this order")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.quick:
         args.max_duration = "2ba"
 
     gpus = torch.cuda.device_count()
-    modes = [True, False] if gpus else [False]
-    if not gpus:
+    modes = [mode == "parallel" for mode in args.modes]
+    if not gpus and True in modes:
         print("no GPU: only the serial sweep runs (parallel: true needs GPUs)")
+        modes = [False]
     tokenizer, glue_dir = prepare_data(args.work_dir, args.quick)
     rows = []
     for parallel in modes:
@@ -94,8 +98,10 @@ def main() -> int:
                      "wall_clock_s": round(wall, 1),
                      "sum_of_job_s": round(sum(job.get("seconds", 0) for job in jobs), 1),
                      "glue_average": results["glue_average"]})
-    if len(rows) == 2:
-        rows[0]["speedup_vs_serial"] = round(rows[1]["wall_clock_s"] / rows[0]["wall_clock_s"], 2)
+    by_mode = {row["mode"]: row for row in rows}
+    if len(by_mode) == 2:
+        by_mode["parallel"]["speedup_vs_serial"] = round(
+            by_mode["serial"]["wall_clock_s"] / by_mode["parallel"]["wall_clock_s"], 2)
 
     print(f"\nGLUE sweep ({args.model}, tasks {', '.join(GLUE_ROWS)}, seeds {args.seeds}, "
           f"max_duration {args.max_duration}, max_seq_len {args.max_seq_len})")

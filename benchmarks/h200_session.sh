@@ -5,8 +5,15 @@
 #
 #   bash benchmarks/h200_session.sh kernels    # lane 0: attention kernel check + benchmark, Composer speed
 #                                              # lane 1: Mosaic BERT check, training-throughput table + profile
+#   bash benchmarks/h200_session.sh fusion     # lane 0: the training-throughput table (every variant) +
+#                                              #   the profile of the regionally compiled recipe
+#                                              # lane 1: Composer speed (as is, train_metrics=false, with
+#                                              #   compile_regions), then the serial GLUE sweep alone
 #   bash benchmarks/h200_session.sh training   # lanes 0+1: time to accuracy (HF | Mosaic at once),
 #                                              # then both GPUs: DDP scaling, GLUE task parallelism
+#
+# Steps are stopped with SIGABRT at their limit and PYTHONFAULTHANDLER is on, so a step that hangs
+# leaves every thread's Python stack in its log.
 #
 # Needs the wheels of the packages the image lacks in .wheels-dir (default .whl; see docs/NOTES.md) and the
 # synthetic data in DATA (default data, `python -m src.synthetic.prepare`). Results land in
@@ -18,7 +25,7 @@ data=${DATA:-data}
 wheels=${WHEELS:-.whl}
 logs=${LOGS:-/tmp/h200_logs}
 mkdir -p "$logs" benchmarks/results
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false PYTHONFAULTHANDLER=1
 if ! python3 -c "import composer, streaming, omegaconf" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$wheels"/*.whl \
     || { echo "installing the wheels from $wheels failed"; exit 1; }
@@ -30,7 +37,7 @@ python3 -c "import torch, triton, transformers, composer; print('torch', torch._
 step() {  # step GPU LIMIT_S NAME COMMAND...: one measurement, its log in $logs/NAME.log
   local gpu=$1 limit=$2 name=$3; shift 3
   local started=$SECONDS
-  CUDA_VISIBLE_DEVICES=$gpu timeout "$limit" "$@" >"$logs/$name.log" 2>&1
+  CUDA_VISIBLE_DEVICES=$gpu timeout -s ABRT -k 20 "$limit" "$@" >"$logs/$name.log" 2>&1
   local status=$?
   echo "[$name] exit $status after $((SECONDS - started)) s (GPU $gpu, limit $limit s)"
   pack "$name"
@@ -53,6 +60,24 @@ kernels)
   (
     step 1 120 mosaic_bert_check python3 benchmarks/mosaic_bert_gpu_check.py
     step 1 420 throughput python3 benchmarks/throughput.py --profile "Mosaic BERT (full recipe)" "HF BERT SDPA + compile"
+  ) &
+  wait
+  ;;
+fusion)
+  (
+    step 0 470 throughput python3 benchmarks/throughput.py --profile "Mosaic BERT (full recipe) + regional compile"
+  ) &
+  (
+    speed() {  # speed NAME OVERRIDES...: Composer speed of the Mosaic recipe on one GPU
+      local name=$1; shift
+      step 1 110 "speed_mosaic_1gpu$name" $launcher -n 1 --master_port 29502 benchmarks/pretraining.py speed \
+        --model mosaic_bert --data "$data" --steps 150 --raw_steps 40 --loader_batches 60 \
+        --out "benchmarks/results/pretraining_speed_mosaic_1gpu$name.json" "$@"
+    }
+    speed ""
+    speed _no_train_metrics train_metrics=false
+    speed _regions_no_train_metrics train_metrics=false model.model_config.compile_regions=true
+    step 1 150 glue_serial python3 benchmarks/glue_parallel.py --modes serial --max_duration 60ba --max_seq_len 128
   ) &
   wait
   ;;

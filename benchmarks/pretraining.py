@@ -257,12 +257,14 @@ def report(args) -> None:
             lines.append(f"| {name} | {r['gpus']} | {fmt('dataloader_samples_per_s')} | {fmt('raw_loop_samples_per_s')} "
                          f"| {fmt('speed_monitor_samples_per_s')} | {fmt('composer_vs_raw', '.3f')} "
                          f"| {fmt('dataloader_vs_composer', '.2f')} |")
-        one = {r["model"]: r for r in speeds.values() if r["gpus"] == 1}
+        # A multi-GPU run is compared with the one-GPU run of the same model and overrides.
+        one = {(r["model"], tuple(r.get("overrides", []))): r for r in speeds.values() if r["gpus"] == 1}
         for r in speeds.values():
-            base = one.get(r["model"])
+            base = one.get((r["model"], tuple(r.get("overrides", []))))
             if r["gpus"] > 1 and base and base.get("speed_monitor_samples_per_s") and r.get("speed_monitor_samples_per_s"):
                 scaling = r["speed_monitor_samples_per_s"] / base["speed_monitor_samples_per_s"]
-                lines.append(f"\n{r['model']}: {r['gpus']} GPUs give {scaling:.2f}x the samples/s of one "
+                settings = f" ({' '.join(r['overrides'])})" if r.get("overrides") else ""
+                lines.append(f"\n{r['model']}{settings}: {r['gpus']} GPUs give {scaling:.2f}x the samples/s of one "
                              f"({scaling / r['gpus']:.0%} scaling efficiency).")
     runs = {p.stem: json.loads(p.read_text()) for p in sorted(results.glob("time_to_accuracy_*.json"))}
     if runs:

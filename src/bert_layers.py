@@ -131,12 +131,9 @@ class BertLayer(GradientCheckpointingLayer):
         self, hidden: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int, slopes: torch.Tensor
     ) -> torch.Tensor:
         context = self.attention.attend(hidden, cu_seqlens, max_seqlen, slopes)
-        if not self.compile_regions:
-            return self.after_attention(hidden, context)
-        # Only the token count varies between batches: marked dynamic, it compiles once for all lengths.
-        torch._dynamo.maybe_mark_dynamic(hidden, 0)
-        torch._dynamo.maybe_mark_dynamic(context, 0)
-        return compiled(BertLayer.after_attention)(self, hidden, context)
+        if self.compile_regions:
+            return run_compiled(BertLayer.after_attention, self, hidden, context)
+        return self.after_attention(hidden, context)
 
     def after_attention(self, hidden: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """Everything between this layer's attention and the next layer's: the attention's output block
@@ -145,10 +142,20 @@ class BertLayer(GradientCheckpointingLayer):
         return self.mlp(self.attention.output(hidden, context))
 
 
+def run_compiled(method, module: nn.Module, *tensors: torch.Tensor):
+    """`method(module, *tensors)` through one shared `torch.compile` of `method` (`compile_regions`).
+
+    The module is passed as an argument, so its parameters are graph inputs and all 12 layers share one
+    compiled graph rather than compiling 12. Only the first dimension (tokens, or predicted tokens)
+    changes between batches: marked dynamic, it compiles once for every length.
+    """
+    for tensor in tensors:
+        torch._dynamo.maybe_mark_dynamic(tensor, 0)
+    return compiled(method)(module, *tensors)
+
+
 @functools.cache
 def compiled(function):
-    """One `torch.compile` of `function` for every layer: the layers pass themselves as an argument, so
-    their parameters are graph inputs and the compiled code is shared rather than compiled 12 times."""
     return torch.compile(function)
 
 
@@ -286,8 +293,17 @@ class BertForMaskedLM(BertPreTrainedModel):
             return MaskedLMOutput(logits=pad_input(self.head(hidden), indices, *input_ids.shape))
         labels = labels.flatten().index_select(0, indices)
         predicted = labels != -100
-        logits = self.head(hidden[predicted])
-        return MaskedLMOutput(loss=F.cross_entropy(logits, labels[predicted]), logits=logits)
+        hidden, labels = hidden[predicted], labels[predicted]
+        if self.config.compile_regions:  # fuses the head's GELU and LayerNorm, and the softmax of the loss
+            loss, logits = run_compiled(BertForMaskedLM.masked_lm_loss, self, hidden, labels)
+        else:
+            loss, logits = self.masked_lm_loss(hidden, labels)
+        return MaskedLMOutput(loss=loss, logits=logits)
+
+    def masked_lm_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(loss, logits)` of the head on the predicted tokens' hidden states."""
+        logits = self.head(hidden)
+        return F.cross_entropy(logits, labels), logits
 
 
 class BertForSequenceClassification(BertPreTrainedModel):

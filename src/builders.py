@@ -255,6 +255,10 @@ def build_trainer(cfg: MutableMapping[str, Any], model, train_dataloader, eval_d
     loggers = build_each(LOGGERS, "logger", pop_typed(cfg, "loggers", dict, None), "loggers", unused)
     microbatch = cfg.pop("device_train_microbatch_size", None)
     device_batch = getattr(train_dataloader, "batch_size", None) or 1
+    if not pop_typed(cfg, "train_metrics", bool, True):
+        # Composer computes and logs the training metrics after every batch, each a wait for the GPU;
+        # without them the train loss is still logged. Evaluation metrics are unaffected.
+        model.train_metrics = {}
     try:
         trainer = Trainer(
             model=model,

@@ -30,7 +30,7 @@ def test_accuracy_speed_and_report_run_end_to_end(synthetic_data, tmp_path):
     data = str(synthetic_data["root"])
     accuracy_json = tmp_path / "time_to_accuracy_mosaic_bert.json"
     subprocess.run([sys.executable, SCRIPT, "accuracy", "--model", "mosaic_bert", "--data", data, "--batch_size", "8",
-                    "--budget_s", "4", "--eval_every", "10", "--warmup", "2", "--lr", "1e-3", "--out",
+                    "--budget_s", "4", "--eval_every", "3", "--warmup", "2", "--lr", "1e-3", "--out",
                     str(accuracy_json), *TINY], cwd=tmp_path, check=True)
     run = json.loads(accuracy_json.read_text())
     evals = run["evals"]

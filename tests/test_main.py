@@ -54,6 +54,16 @@ def test_checkpoint_reloads_with_equal_weights(pretrain_cfg, tmp_path):
         torch.testing.assert_close(reloaded_weights[name], value, rtol=0, atol=0, msg=name)
 
 
+def test_train_metrics_false_skips_them_and_keeps_evaluation(pretrain_cfg, tmp_path):
+    metrics_file = tmp_path / "metrics.jsonl"
+    trainer = main(pretrain_cfg("train_metrics=false", "max_duration=4ba", "eval_interval=4ba",
+                                "save_folder=null", f"loggers.jsonl.path={metrics_file}"), return_trainer=True)
+    assert trainer.state.train_metrics == {}
+    logged = metrics_file.read_text()
+    assert "metrics/train/" not in logged and "loss/train/total" in logged
+    assert "metrics/eval/MaskedAccuracy" in logged
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
