@@ -9,6 +9,8 @@
 #                                              #   the profile of the regionally compiled recipe
 #                                              # lane 1: Composer speed (as is, train_metrics=false, with
 #                                              #   compile_regions), then the serial GLUE sweep alone
+#   bash benchmarks/h200_session.sh throughput # lane 0: the throughput table (all variants), lane 1: the
+#                                              #   GEGLU microbenchmark; then Composer speed on 1 and 2 GPUs
 #   bash benchmarks/h200_session.sh training   # lanes 0+1: time to accuracy (HF | Mosaic at once),
 #                                              # then both GPUs: DDP scaling, GLUE task parallelism
 #
@@ -80,6 +82,21 @@ fusion)
     step 1 150 glue_serial python3 benchmarks/glue_parallel.py --modes serial --max_duration 60ba --max_seq_len 128
   ) &
   wait
+  ;;
+throughput)
+  # The issue-6 table in one run (lane 0) beside the GEGLU microbenchmark (lane 1); then Composer alone
+  # on one GPU and on both, with the recipe switches in SPEED_ARGS.
+  speed_args=${SPEED_ARGS:-train_metrics=false model.model_config.compile_regions=true}
+  ( step 0 420 throughput python3 benchmarks/throughput.py \
+      --profile "Mosaic BERT (full recipe) + regional compile + fused GEGLU" ) &
+  ( step 1 150 geglu python3 benchmarks/geglu.py ) &
+  wait
+  step 0 90 speed_mosaic_1gpu_recipe $launcher -n 1 benchmarks/pretraining.py speed --model mosaic_bert \
+    --data "$data" --steps 150 --raw_steps 40 --loader_batches 60 \
+    --out benchmarks/results/pretraining_speed_mosaic_1gpu_recipe.json $speed_args
+  step 0,1 90 speed_mosaic_2gpu_recipe $launcher -n 2 benchmarks/pretraining.py speed --composer_only \
+    --model mosaic_bert --data "$data" --steps 150 \
+    --out benchmarks/results/pretraining_speed_mosaic_2gpu_recipe.json $speed_args
   ;;
 training)
   # GLUE first: it needs both GPUs, and issue 5 needs its numbers most.

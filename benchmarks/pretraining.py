@@ -257,10 +257,9 @@ def report(args) -> None:
             lines.append(f"| {name} | {r['gpus']} | {fmt('dataloader_samples_per_s')} | {fmt('raw_loop_samples_per_s')} "
                          f"| {fmt('speed_monitor_samples_per_s')} | {fmt('composer_vs_raw', '.3f')} "
                          f"| {fmt('dataloader_vs_composer', '.2f')} |")
-        # A multi-GPU run is compared with the one-GPU run of the same model and overrides.
-        one = {(r["model"], tuple(r.get("overrides", []))): r for r in speeds.values() if r["gpus"] == 1}
-        for r in speeds.values():
-            base = one.get((r["model"], tuple(r.get("overrides", []))))
+        # A multi-GPU run is compared with the one-GPU run of the same name (..._2gpu_x with ..._1gpu_x).
+        for name, r in speeds.items():
+            base = speeds.get(name.replace(f"_{r['gpus']}gpu", "_1gpu"))
             if r["gpus"] > 1 and base and base.get("speed_monitor_samples_per_s") and r.get("speed_monitor_samples_per_s"):
                 scaling = r["speed_monitor_samples_per_s"] / base["speed_monitor_samples_per_s"]
                 settings = f" ({' '.join(r['overrides'])})" if r.get("overrides") else ""

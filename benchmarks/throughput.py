@@ -78,9 +78,9 @@ def hf_bert(attn_implementation: str) -> torch.nn.Module:
 
 
 def mosaic_bert(glu: bool, backend: str = "auto", fused_layernorm: bool = True,
-                compile_regions: bool = False) -> torch.nn.Module:
-    config = BertConfig(vocab_size=VOCAB, use_glu=glu, attention_backend=backend,
-                        attention_probs_dropout_prob=0.0, compile_regions=compile_regions)
+                compile_regions: bool = False, fused_geglu: bool = False) -> torch.nn.Module:
+    config = BertConfig(vocab_size=VOCAB, use_glu=glu, attention_backend=backend, attention_probs_dropout_prob=0.0,
+                        compile_regions=compile_regions, fused_geglu=fused_geglu)
     model = BertForMaskedLM(config)
     if fused_layernorm:
         apply_fused_layernorm(model)
@@ -95,6 +95,8 @@ VARIANTS = {
     "Mosaic BERT (full recipe)": (lambda: mosaic_bert(glu=True), True, False),
     "Mosaic BERT (full recipe) + compile": (lambda: mosaic_bert(glu=True), True, True),
     "Mosaic BERT (full recipe) + regional compile": (lambda: mosaic_bert(glu=True, compile_regions=True), True, False),
+    "Mosaic BERT (full recipe) + regional compile + fused GEGLU": (
+        lambda: mosaic_bert(glu=True, compile_regions=True, fused_geglu=True), True, False),
     "Mosaic BERT no GLU": (lambda: mosaic_bert(glu=False), False, False),
     "Mosaic BERT no GLU + compile": (lambda: mosaic_bert(glu=False), False, True),
     "Mosaic BERT no GLU + regional compile": (lambda: mosaic_bert(glu=False, compile_regions=True), False, False),

@@ -97,10 +97,20 @@ class BertGatedMLP(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.wo = nn.Linear(config.intermediate_size, config.hidden_size)
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.fused = None
+        if config.fused_geglu:  # imported only when asked for: it needs Triton
+            import src.fused_geglu
+
+            self.fused = src.fused_geglu
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gated_layers(hidden).chunk(2, dim=-1)
-        return self.layernorm(hidden + self.wo(self.dropout(self.act(gate) * up)))
+        gated = self.gated_layers(hidden)
+        if self.fused is not None and self.fused.runs_on(gated):
+            intermediate = self.fused.geglu_dropout(gated, self.dropout.p if self.training else 0.0)
+        else:
+            gate, up = gated.chunk(2, dim=-1)
+            intermediate = self.dropout(self.act(gate) * up)
+        return self.layernorm(hidden + self.wo(intermediate))
 
 
 class BertMLP(nn.Module):

@@ -46,6 +46,9 @@ class BertConfig(PretrainedConfig):
     # one region, with the token count dynamic; the attention kernel stays outside. Off until measured
     # on a GPU (docs/performance.md).
     compile_regions: bool = False
+    # The GLU's gelu(gate) * up and its dropout as one Triton kernel each way (src/fused_geglu.py), on CUDA;
+    # needs use_glu and hidden_act "gelu". Elsewhere the PyTorch ops run.
+    fused_geglu: bool = False
 
     def validate_architecture(self):
         """Run by `@strict` after construction: catch shapes that cannot be built."""
@@ -53,4 +56,9 @@ class BertConfig(PretrainedConfig):
             raise ValueError(
                 f"hidden_size ({self.hidden_size}) must be a multiple of num_attention_heads "
                 f"({self.num_attention_heads})."
+            )
+        if self.fused_geglu and self.use_glu and self.hidden_act != "gelu":
+            raise ValueError(
+                f"fused_geglu computes the exact GELU, and hidden_act is {self.hidden_act!r}: set hidden_act "
+                "'gelu' or fused_geglu false."
             )
