@@ -16,9 +16,11 @@ sweep's glue_results.* under --work_dir. Needs only the project's requirements; 
 """
 import argparse
 import json
+import multiprocessing
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -66,6 +68,25 @@ def sweep_config(args, tokenizer: Path, glue_dir: Path, parallel: bool):
     return cfg
 
 
+def timed_sweep(args, tokenizer: Path, glue_dir: Path, parallel: bool, gpus: int) -> dict:
+    started = time.perf_counter()
+    results = glue.train(sweep_config(args, tokenizer, glue_dir, parallel))
+    wall = time.perf_counter() - started
+    jobs = list(results["jobs"].values())
+    return {"mode": "parallel" if parallel else "serial", "gpus": gpus if parallel else min(gpus, 1),
+            "jobs": len(jobs), "failed": sum(job["status"] != "ok" for job in jobs), "wall_clock_s": round(wall, 1),
+            "sum_of_job_s": round(sum(job.get("seconds", 0) for job in jobs), 1),
+            "glue_average": results["glue_average"]}
+
+
+def sweep_in_fresh_process(args, tokenizer: Path, glue_dir: Path, parallel: bool, gpus: int) -> dict:
+    """Each sweep in a process of its own, as `python glue.py` would run it: on two H200s, a serial sweep
+    run in the process that had just run the parallel one stalled at its first job's second batch
+    (docs/finetuning.md), while the same serial sweep in a fresh process ran normally."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(timed_sweep, args, tokenizer, glue_dir, parallel, gpus).result()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="mosaic_bert", choices=["mosaic_bert", "hf_bert"])
@@ -87,17 +108,7 @@ def main() -> int:
         print("no GPU: only the serial sweep runs (parallel: true needs GPUs)")
         modes = [False]
     tokenizer, glue_dir = prepare_data(args.work_dir, args.quick)
-    rows = []
-    for parallel in modes:
-        started = time.perf_counter()
-        results = glue.train(sweep_config(args, tokenizer, glue_dir, parallel))
-        wall = time.perf_counter() - started
-        jobs = list(results["jobs"].values())
-        rows.append({"mode": "parallel" if parallel else "serial", "gpus": gpus if parallel else min(gpus, 1),
-                     "jobs": len(jobs), "failed": sum(job["status"] != "ok" for job in jobs),
-                     "wall_clock_s": round(wall, 1),
-                     "sum_of_job_s": round(sum(job.get("seconds", 0) for job in jobs), 1),
-                     "glue_average": results["glue_average"]})
+    rows = [sweep_in_fresh_process(args, tokenizer, glue_dir, parallel, gpus) for parallel in modes]
     by_mode = {row["mode"]: row for row in rows}
     if len(by_mode) == 2:
         by_mode["parallel"]["speedup_vs_serial"] = round(

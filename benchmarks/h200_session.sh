@@ -108,20 +108,22 @@ sys.exit(0 if "ms" in fused and "ms" in inductor and fused["ms"] < inductor["ms"
     --out benchmarks/results/pretraining_speed_mosaic_2gpu_recipe.json $speed_args
   ;;
 training)
-  # GLUE first: it needs both GPUs, and issue 5 needs its numbers most.
-  step 0,1 170 glue_parallel python3 benchmarks/glue_parallel.py --max_duration 60ba --max_seq_len 128
+  # Time to accuracy, both models at once (one per GPU), each in its fastest configuration and without the
+  # per-batch training metrics; then DDP scaling (SPEED_ARGS as in the 'throughput' stage's one-GPU run);
+  # then GLUE's task parallelism, parallel and serial.
   budget=${BUDGET_S:-120}
-  ( step 0 $((budget + 100)) tta_hf python3 benchmarks/pretraining.py accuracy --model hf_bert --compile \
-      --budget_s "$budget" --data "$data" --out benchmarks/results/time_to_accuracy_hf_bert.json \
-    || step 0 $((budget + 60)) tta_hf_eager python3 benchmarks/pretraining.py accuracy --model hf_bert \
-      --budget_s "$budget" --data "$data" --out benchmarks/results/time_to_accuracy_hf_bert.json ) &
+  speed_args=${SPEED_ARGS:-train_metrics=false model.model_config.compile_regions=true model.model_config.fused_geglu=true}
+  step 0 $((budget + 100)) tta_hf python3 benchmarks/pretraining.py accuracy --model hf_bert --compile \
+    --budget_s "$budget" --data "$data" --out benchmarks/results/time_to_accuracy_hf_bert.json train_metrics=false &
   step 1 $((budget + 100)) tta_mosaic python3 benchmarks/pretraining.py accuracy --model mosaic_bert \
-    --budget_s "$budget" --data "$data" --out benchmarks/results/time_to_accuracy_mosaic_bert.json ${MOSAIC_ARGS:-} &
+    --budget_s "$budget" --data "$data" --out benchmarks/results/time_to_accuracy_mosaic_bert.json \
+    train_metrics=false model.model_config.compile_regions=true &
   wait
-  step 0 90 speed_mosaic_1gpu $launcher -n 1 benchmarks/pretraining.py speed \
-    --model mosaic_bert --data "$data" --out benchmarks/results/pretraining_speed_mosaic_1gpu.json
-  step 0,1 80 speed_mosaic_2gpu $launcher -n 2 benchmarks/pretraining.py speed --composer_only \
-    --model mosaic_bert --data "$data" --out benchmarks/results/pretraining_speed_mosaic_2gpu.json
+  step 0,1 90 speed_mosaic_2gpu_recipe $launcher -n 2 benchmarks/pretraining.py speed --composer_only \
+    --model mosaic_bert --data "$data" --steps 150 \
+    --out benchmarks/results/pretraining_speed_mosaic_2gpu_recipe.json $speed_args
+  step 0,1 200 glue_parallel python3 benchmarks/glue_parallel.py --modes parallel serial --max_duration 120ba \
+    --max_seq_len 128
   ;;
 esac
 
