@@ -99,9 +99,9 @@ class BertGatedMLP(nn.Module):
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.fused = None
         if config.fused_geglu:  # imported only when asked for: it needs Triton
-            import src.fused_geglu
+            import src.fused_geglu as fused_geglu
 
-            self.fused = src.fused_geglu
+            self.fused = fused_geglu
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         gated = self.gated_layers(hidden)

@@ -38,7 +38,10 @@ SRC = Path(__file__).resolve().parent
 # The modeling code a Mosaic BERT folder carries (fused_layernorm.py is a training-time Composer
 # algorithm: its module keeps nn.LayerNorm's weight names, so the exported model does not need it).
 REMOTE_CODE_FILES = ("configuration_bert.py", "bert_layers.py", "bert_padding.py", "attention.py",
-                     "flash_attn_triton.py")
+                     "flash_attn_triton.py", "fused_geglu.py")
+# Training-speed switches of Mosaic BERT that an exported model starts without: compiling costs a minute
+# on first use and the fused kernel needs Triton; the model computes the same either way.
+EXPORT_OFF = ("compile_regions", "fused_geglu")
 AUTO_MAP = {
     "AutoConfig": "configuration_bert.BertConfig",
     "AutoModel": "bert_layers.BertModel",
@@ -174,12 +177,13 @@ def relative_imports(source: str) -> str:
 
 
 def optional_triton(source: str) -> str:
-    """Hide flash_attn_triton.py's Triton imports from transformers' import check (it looks only outside
-    try blocks), so machines without Triton load the model; attention.py imports the kernel only on CUDA
-    and falls back to SDPA when that import fails."""
+    """Hide a kernel file's Triton imports from transformers' import check (it looks only outside try
+    blocks), so machines without Triton load the model; attention.py imports the attention kernel only on
+    CUDA and falls back to SDPA when that import fails, and fused_geglu.py is imported only when
+    `fused_geglu` is set."""
     imports = "import triton\nimport triton.language as tl\n"
     if imports not in source:
-        raise ExportError("flash_attn_triton.py no longer imports Triton as expected; update optional_triton")
+        raise ExportError("a kernel file no longer imports Triton as expected; update optional_triton")
     return source.replace(imports, "try:  # Triton is needed on CUDA only (attention.load_triton_kernel)\n"
                                    "    import triton\n    import triton.language as tl\n"
                                    "except ImportError:\n    raise\n", 1)
@@ -188,7 +192,7 @@ def optional_triton(source: str) -> str:
 def write_remote_code(out_dir: Path) -> None:
     for name in REMOTE_CODE_FILES:
         source = relative_imports((SRC / name).read_text())
-        if name == "flash_attn_triton.py":
+        if name in ("flash_attn_triton.py", "fused_geglu.py"):
             source = optional_triton(source)
         (out_dir / name).write_text(source)
 
@@ -218,6 +222,8 @@ def export(checkpoint: str, out_dir: str | Path, model_name: Optional[str] = Non
         out_dir.mkdir(parents=True, exist_ok=True)
         if model_name == "mosaic_bert":
             model.config.auto_map = AUTO_MAP
+            for switch in EXPORT_OFF:
+                setattr(model.config, switch, False)
             write_remote_code(out_dir)
         model.config.architectures = [TASK_CLASSES[task]]
         model.save_pretrained(out_dir)

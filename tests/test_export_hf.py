@@ -40,7 +40,9 @@ def trained(synthetic_data, tmp_path_factory):
         folder = tmp_path_factory.mktemp(f"{model_name}-{task}")
         clean_stale_shared_memory()
         if task == "mlm":
-            cfg = load_config(str(TEST_YAML), mlm_overrides(synthetic_data, folder, model_name))
+            # Mosaic BERT trained with a speed switch on: the export turns it off (export_hf.EXPORT_OFF).
+            switches = ["model.model_config.fused_geglu=true"] if model_name == "mosaic_bert" else []
+            cfg = load_config(str(TEST_YAML), mlm_overrides(synthetic_data, folder, model_name) + switches)
             trainer = main.main(cfg, return_trainer=True)
         else:
             glue = synthetic_data["glue"]
@@ -77,6 +79,8 @@ def test_exported_folder_loads_offline_and_gives_the_composer_models_outputs(tra
         copied = {path.rsplit("/", 1)[-1] for path in get_relative_import_files(out / "bert_layers.py")}
         assert copied == set(export_hf.REMOTE_CODE_FILES) - {"bert_layers.py"}
         assert "triton" not in get_imports(out / "flash_attn_triton.py")
+        assert "triton" not in get_imports(out / "fused_geglu.py")
+        assert not any(config[switch] for switch in export_hf.EXPORT_OFF)
     else:
         assert "auto_map" not in config and config["model_type"] == "bert"
 
