@@ -14,6 +14,10 @@ Arithmetic in float32 whatever the input dtype.
 
 `geglu_dropout` is a `torch.library` custom op with its autograd formula registered, so it runs the same
 in eager mode and inside `torch.compile` (where Inductor fuses the work around it and calls it as is).
+
+Measured on an H200 (benchmarks/results/geglu.md, BERT-base sizes): 1.37 ms forward + backward, against
+2.91 ms for Inductor's kernels with a dynamic token count and 2.16 ms eager; that is still only ~1,200
+GB/s of the ~4,800 the memory can do (docs/NOTES.md has the next steps).
 """
 import os
 
