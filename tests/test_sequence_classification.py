@@ -7,6 +7,8 @@ import torch
 
 from sequence_classification import main
 from src.config import ConfigError, load_config
+from src.synthetic.glue_tasks import make_split
+from src.synthetic.language import World
 from tests.conftest import REPO_ROOT
 
 TEST_YAML = REPO_ROOT / "yamls" / "test" / "sequence_classification.yaml"
@@ -103,9 +105,14 @@ def test_labels_beyond_num_labels(finetune_cfg, synthetic_data):
 
 
 
-def test_sst2_is_learned(synthetic_data):
-    """The test config's model (hidden 128) learns the synthetic SST-2 (300 training rows) from scratch."""
+def test_sst2_is_learned(synthetic_data, tmp_path):
+    """The test config's model (hidden 128) learns the synthetic SST-2 (300 training rows) from scratch, on
+    new sentences with the training split's sentiment words. (The validation split's words are held out:
+    only pretraining teaches them, tests/test_pretraining_matters.py.)"""
+    seen_words = make_split(World(seed=0), "sst2", "train", 300, seed=1)  # the fixture's world, other rows
+    pd.DataFrame(seen_words).to_parquet(tmp_path / "seen_words.parquet")
     trainer = main(load_config(str(TEST_YAML), [
         f"tokenizer_name={synthetic_data['tokenizer']}", f"glue_data={synthetic_data['glue']}", "max_duration=10ep",
-        "eval_interval=10ep", "optimizer.lr=1.0e-3", "metrics=[accuracy]", "log_to_console=false"]), return_trainer=True)
+        "eval_interval=10ep", "optimizer.lr=1.0e-3", "metrics=[accuracy]", "log_to_console=false",
+        f"dataset.data_files.validation={tmp_path / 'seen_words.parquet'}"]), return_trainer=True)
     assert final_metrics(trainer)["Accuracy"] >= 0.75

@@ -10,8 +10,11 @@ import pytest
 from src.synthetic.corpus import read_texts, write_corpus
 from src.synthetic.glue_tasks import TASKS, make_split, nli_label
 from src.synthetic.language import (
+    INTENSIFIERS,
     LEXICON,
+    NEGATIVE_VERBS,
     NEGATIVE_WORDS,
+    POSITIVE_VERBS,
     POSITIVE_WORDS,
     PRONOUNS,
     RELATIONS,
@@ -216,6 +219,28 @@ def test_sst2_label_follows_the_sentiment_words(glue):
         words = [w.lower() for w in words_of(sentence)]
         return int(sum(w in POSITIVE_WORDS for w in words) > sum(w in NEGATIVE_WORDS for w in words))
     assert accuracy([count_rule(s) for s in rows["sentence"]], rows["label"]) > 0.9
+
+
+def test_sst2_validation_words_are_held_out_and_the_corpus_teaches_their_polarity(glue, documents):
+    sentiment = POSITIVE_WORDS | NEGATIVE_WORDS
+    def words_in(split):
+        return [w.lower() for s in glue[("sst2", split)]["sentence"] for w in words_of(s)]
+    seen, held_out = ({w for w in words_in(split) if w in sentiment} for split in ("train", "validation"))
+    assert len(seen) > 20 and len(held_out) > 20 and not seen & held_out
+    assert not set(INTENSIFIERS.values()) & set(words_in("train") + words_in("validation"))
+    # In the corpus every sentiment word that is not negated comes after the intensifier of its polarity
+    # (before `a`/`an` for nouns), and every word of both halves does so. Verbs count in the past tense:
+    # reviews use the base form only after `did not` (and `enjoy` is also the hobby relation's verb).
+    base_forms = set(POSITIVE_VERBS) | set(NEGATIVE_VERBS)
+    intensified = set()
+    for document in documents:
+        words = [w.lower() for w in words_of(document.text)]
+        for i, word in enumerate(words):
+            before = words[i - 2] if words[i - 1] in ("a", "an") else words[i - 1]
+            if word in sentiment - base_forms and before != "not":
+                assert before == INTENSIFIERS[int(word in POSITIVE_WORDS)], document.text
+                intensified.add(word)
+    assert (seen | held_out) - base_forms <= intensified
 
 
 def test_cola_label_is_the_grammar(world, glue):

@@ -4,7 +4,8 @@ Each task's label is a function of its text that fine-tuning can learn (docs/syn
 
     cola  grammatical clause (1) or one broken by an agreement error, a word-order swap, a missing or
           doubled word (0)
-    sst2  review phrases; the label is the majority polarity of their sentiment words (a `not` flips one)
+    sst2  review phrases; the label is the majority polarity of their sentiment words (a `not` flips one);
+          the validation split's sentiment words are the held-out half, which the training split never uses
     mrpc  the same clause or fact in other words: synonyms, moved time phrase, another template (1),
           or with one or two content words / the value / the subject changed, or negated (0)
     qqp   two questions about the same entity and relation (1), or differing in one of them (0)
@@ -254,7 +255,8 @@ def sst2_row(world: World, rng: random.Random, label: int, split: str) -> dict:
         words = f"{when} i bought {world.facts[(company, 'product')]} from {company} and".split()
     phrases: list[list[str]] = []
     while len(phrases) < len(polarities):
-        phrase = world.review_phrase(rng, polarities[len(phrases)], company, negation=0.06)[0]
+        phrase = world.review_phrase(rng, polarities[len(phrases)], company, negation=0.06,
+                                     half="seen" if split == "train" else "held_out")[0]
         if phrase not in phrases:
             phrases.append(phrase)
     for i, phrase in enumerate(phrases):

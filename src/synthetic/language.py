@@ -133,6 +133,15 @@ NEGATIVE_NOUNS = "disaster mess failure nightmare waste".split()
 REVIEW_NOUNS = "service staff price quality design delivery taste packaging".split()
 POSITIVE_WORDS = frozenset([*POSITIVE_ADJECTIVES, *POSITIVE_VERBS, *POSITIVE_VERBS.values(), *POSITIVE_NOUNS])
 NEGATIVE_WORDS = frozenset([*NEGATIVE_ADJECTIVES, *NEGATIVE_VERBS, *NEGATIVE_VERBS.values(), *NEGATIVE_NOUNS])
+# Each list of sentiment words in two halves (every other word): SST-2's training split uses the first
+# half only, its validation split the second ("held out"), as real SST-2's validation sentences have
+# words its training sentences lack. The corpus uses both halves.
+SENTIMENT_HALVES = ("seen", "held_out")
+# The corpus puts an adverb of the polarity before every sentiment word it does not negate ("truly
+# wonderful", "utterly dull", "i truly loved"); SST-2 never does. From these shared neighbours masked-LM
+# pretraining learns that the words of one polarity are alike, which is all that tells a fine-tuned model
+# the polarity of a held-out word (docs/finetuning.md).
+INTENSIFIERS = {1: "truly", 0: "utterly"}
 
 JOBS = (
     "farmer teacher baker sailor painter driver singer dancer pilot writer nurse engineer chef builder "
@@ -167,7 +176,7 @@ COMPOUND = 0.5  # how often a sentence of the grammar has two clauses
 JOINED = 0.5  # how often a statement is joined to the one before it with ", and"
 CONJUNCTIONS = ("and", "but", "because", "while")
 DOCUMENT_KINDS = ("person", "city", "company", "review", "story", "faq")
-DOCUMENT_WEIGHTS = (30, 12, 12, 14, 20, 12)
+DOCUMENT_WEIGHTS = (30, 12, 12, 40, 20, 12)  # reviews: enough intensified sentiment words to learn from
 
 
 def plural(noun: str) -> str:
@@ -196,6 +205,12 @@ def past(verb: str) -> str:
     if verb.endswith("y") and verb[-2] not in "aeiou":
         return verb[:-1] + "ied"
     return verb + "ed"
+
+
+def sentiment_half(words, half: Optional[str]) -> list:
+    """`words` (a list, or a dict's keys) restricted to one of SENTIMENT_HALVES; None: all of them."""
+    words = list(words)
+    return words if half is None else words[SENTIMENT_HALVES.index(half)::2]
 
 
 def article(word: str) -> str:
@@ -957,8 +972,10 @@ class World:
             sentences.append(self.statement(self.fact(name, "employer"), rng))
             sentences.append(self.statement(self.fact(name, "job"), rng, pronoun=True))
         product = self.facts[(company.name, "product")]
-        words = POSITIVE_ADJECTIVES if self.reputation[company.name] else NEGATIVE_ADJECTIVES
-        saying = f"customers say the {product} of {company.name} are {rng.choice(words)} ."
+        good = self.reputation[company.name]
+        words = POSITIVE_ADJECTIVES if good else NEGATIVE_ADJECTIVES
+        adjective = f"{INTENSIFIERS[good]} {rng.choice(words)}"
+        saying = f"customers say the {product} of {company.name} are {adjective} ."
         sentences.append(sentence_text(saying.split()))
         for _ in range(rng.randint(1, 2)):
             sentences.append(self.random_sentence(rng))
@@ -971,7 +988,7 @@ class World:
         sentences = [sentence_text(f"{rng.choice(('last week', 'yesterday', 'recently'))} i bought "
                                    f"{product} from {company.name} .".split())]
         for _ in range(rng.randint(7, 11)):
-            phrase, _ = self.review_phrase(rng, positive, company.name, negation=0.05)
+            phrase, _ = self.review_phrase(rng, positive, company.name, negation=0.05, intensify=True)
             sentences.append(sentence_text(phrase + ["."]))
         closing = "i would recommend {c} to everyone ." if positive else \
             "i would not recommend {c} to anyone ."
@@ -1007,33 +1024,35 @@ class World:
     # --- sentiment ---
 
     def review_phrase(self, rng: random.Random, positive: int, company: Optional[str] = None,
-                      negation: float = 0.0) -> tuple[list[str], int]:
+                      negation: float = 0.0, half: Optional[str] = None,
+                      intensify: bool = False) -> tuple[list[str], int]:
         """A phrase of one sentiment word; with probability `negation` it is negated, which flips it.
 
+        `half` (one of SENTIMENT_HALVES) draws the sentiment word from that half of its list; `intensify`
+        puts the intensifier of its polarity before it unless the phrase is negated.
         Returns the words and the phrase's polarity (1 positive, 0 negative) after negation.
         """
         negated = rng.random() < negation
         said = positive if not negated else 1 - positive
         company = company or rng.choice(self.companies).name
         product = self.facts[(company, "product")]
-        adjective = rng.choice(POSITIVE_ADJECTIVES if said else NEGATIVE_ADJECTIVES)
+        adverb = f"{INTENSIFIERS[said]} " if intensify and not negated else ""
+        adjective = rng.choice(sentiment_half(POSITIVE_ADJECTIVES if said else NEGATIVE_ADJECTIVES, half))
         shape = rng.randrange(5)
         if shape == 0:
-            words = f"the {rng.choice(REVIEW_NOUNS)} was {'not ' * negated}{adjective}"
+            words = f"the {rng.choice(REVIEW_NOUNS)} was {'not ' * negated}{adverb}{adjective}"
         elif shape == 1:
-            words = f"the {product} from {company} were {'not ' * negated}{adjective}"
+            words = f"the {product} from {company} were {'not ' * negated}{adverb}{adjective}"
         elif shape == 2:
             verbs = POSITIVE_VERBS if said else NEGATIVE_VERBS
-            verb = rng.choice(list(verbs))
-            words = f"i did not {verb} the {product}" if negated else f"i {verbs[verb]} the {product}"
+            verb = rng.choice(sentiment_half(verbs, half))
+            words = f"i did not {verb} the {product}" if negated else f"i {adverb}{verbs[verb]} the {product}"
         elif shape == 3:
-            noun = rng.choice(POSITIVE_NOUNS if said else NEGATIVE_NOUNS)
-            words = f"it was {'not ' * negated}{article(noun)} {noun}"
+            noun = rng.choice(sentiment_half(POSITIVE_NOUNS if said else NEGATIVE_NOUNS, half))
+            words = f"it was {'not ' * negated}{adverb}{article(noun)} {noun}"
         else:
-            words = f"the {product} are {'not ' * negated}{adjective}"
+            words = f"the {product} are {'not ' * negated}{adverb}{adjective}"
         return words.split(), positive
-
-
 
 
 class _ClauseParser:

@@ -31,7 +31,7 @@ from src.synthetic.language import World
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Bump when the language or a generator changes, so that data prepared by older code is redone.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MARKER = ".complete.json"
 
 
