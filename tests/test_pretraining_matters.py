@@ -5,6 +5,8 @@ The validation sentences use only the half of each polarity's words that the tra
 the corpus has both halves, each after an intensifier of its polarity ("truly wonderful", "utterly
 dull"), which SST-2 never has (docs/finetuning.md, "Does pretraining matter on the synthetic tasks?").
 """
+import statistics
+
 import pytest
 from streaming.base.util import clean_stale_shared_memory
 
@@ -41,17 +43,24 @@ def sst2_accuracy(synthetic_data, seed: int, *overrides: str) -> float:
     return accuracy
 
 
-def pretrained_and_scratch(pretrain_cfg, synthetic_data, tmp_path, seed: int) -> tuple[float, float]:
+# One fine-tuning of 300 rows swings by several points with its seed (0.77-0.89 from one checkpoint), so
+# each side is the mean of three fine-tuning seeds, as GLUE scores are means over seeds.
+FINETUNING_SEEDS = (17, 18, 19)
+
+
+def pretrained_and_scratch(pretrain_cfg, synthetic_data, tmp_path, seed: int) -> tuple[list, list]:
+    """SST-2 accuracy of each fine-tuning seed from one pretraining checkpoint, and from scratch."""
     trainer = pretrain(pretrain_cfg(*ARCHITECTURE, *PRETRAINING, f"seed={seed}"), return_trainer=True)
     trainer.close()
     clean_stale_shared_memory()
     checkpoint = tmp_path / "ckpt" / "latest-rank0.pt"
-    return (sst2_accuracy(synthetic_data, seed, f"load_path={checkpoint}"),
-            sst2_accuracy(synthetic_data, seed))
+    return ([sst2_accuracy(synthetic_data, s, f"load_path={checkpoint}") for s in FINETUNING_SEEDS],
+            [sst2_accuracy(synthetic_data, s) for s in FINETUNING_SEEDS])
 
 
 def test_pretraining_teaches_the_held_out_sentiment_words(pretrain_cfg, synthetic_data, tmp_path):
     pretrained, scratch = pretrained_and_scratch(pretrain_cfg, synthetic_data, tmp_path, seed=17)
-    # measured: 0.887 pretrained, 0.447 from scratch (seeds 17-21 on 1 thread: 0.82-0.90 and 0.42-0.47)
-    assert pretrained >= 0.8, f"pretrained {pretrained:.3f}, from scratch {scratch:.3f}"
-    assert scratch <= pretrained - 0.1, f"pretrained {pretrained:.3f}, from scratch {scratch:.3f}"
+    # measured (2 threads): pretrained 0.853 / 0.887 / 0.873 (mean 0.871), from scratch 0.43 / 0.43 / 0.46
+    report = f"pretrained {[round(a, 3) for a in pretrained]}, from scratch {[round(a, 3) for a in scratch]}"
+    assert statistics.mean(pretrained) >= 0.8, report
+    assert statistics.mean(scratch) <= statistics.mean(pretrained) - 0.1, report
