@@ -37,8 +37,8 @@ from src.config import ConfigError
 SRC = Path(__file__).resolve().parent
 # The modeling code a Mosaic BERT folder carries (fused_layernorm.py is a training-time Composer
 # algorithm: its module keeps nn.LayerNorm's weight names, so the exported model does not need it).
-REMOTE_CODE_FILES = ("configuration_bert.py", "bert_layers.py", "bert_padding.py", "attention.py",
-                     "flash_attn_triton.py", "fused_geglu.py")
+TRITON_FILES = ("flash_attn_triton.py", "fused_geglu.py")  # their Triton import is made optional
+REMOTE_CODE_FILES = ("configuration_bert.py", "bert_layers.py", "bert_padding.py", "attention.py", *TRITON_FILES)
 # Training-speed switches of Mosaic BERT that an exported model starts without: compiling costs a minute
 # on first use and the fused kernel needs Triton; the model computes the same either way.
 EXPORT_OFF = ("compile_regions", "fused_geglu")
@@ -192,7 +192,7 @@ def optional_triton(source: str) -> str:
 def write_remote_code(out_dir: Path) -> None:
     for name in REMOTE_CODE_FILES:
         source = relative_imports((SRC / name).read_text())
-        if name in ("flash_attn_triton.py", "fused_geglu.py"):
+        if name in TRITON_FILES:
             source = optional_triton(source)
         (out_dir / name).write_text(source)
 

@@ -157,9 +157,8 @@ class FusedLayerNormModule(nn.LayerNorm):
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         # Inside torch.compile, Inductor writes its own LayerNorm and fuses it with the residual add and
         # dropout around it; a hand-written kernel there would only stop that fusion.
-        if torch.compiler.is_compiling():
-            return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
-        if input.is_cuda and math.prod(self.normalized_shape) <= MAX_FUSED_SIZE:
+        fits = math.prod(self.normalized_shape) <= MAX_FUSED_SIZE
+        if input.is_cuda and fits and not torch.compiler.is_compiling():
             return layer_norm_triton(input, self.normalized_shape, self.weight, self.bias, self.eps)
         return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
 
