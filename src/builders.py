@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+import re
 from typing import Any, Callable, Mapping, MutableMapping, Optional
 
 import torch
@@ -149,9 +150,40 @@ def build_model(model_cfg: MutableMapping[str, Any], unused: list[str], num_labe
 
 
 def build_optimizer(optimizer_cfg: MutableMapping[str, Any], model: torch.nn.Module, unused: list[str]):
+    """The optimizer over the parameters that train (not those `freeze_parameters` froze)."""
     optimizer_cfg = dict(optimizer_cfg)
     name = pop_typed(optimizer_cfg, "name", str, section="optimizer")
-    return build_named(OPTIMIZERS, "optimizer", name, optimizer_cfg, "optimizer", unused, model.parameters())
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    return build_named(OPTIMIZERS, "optimizer", name, optimizer_cfg, "optimizer", unused, trainable)
+
+
+def freeze_parameters(model: torch.nn.Module, patterns: list[Any]) -> list[str]:
+    """Stop training the parameters whose names contain a match of one of `patterns` (regular
+    expressions); returns their names. `frozen_parameters: [word_embeddings]` keeps the pretrained word
+    embeddings, so that words the fine-tuning data lacks stay where pretraining put them, beside the
+    words it has (docs/finetuning.md). A pattern that matches nothing is a mistake, not a no-op."""
+    names = [name for name, _ in model.named_parameters()]
+    frozen = []
+    for pattern in patterns:
+        if not isinstance(pattern, str):
+            raise ConfigError(f"frozen_parameters must be a list of regular expressions, got {pattern!r}")
+        try:
+            matched = [name for name in names if re.search(pattern, name)]
+        except re.error as error:
+            raise ConfigError(f"frozen_parameters: {pattern!r} is not a regular expression ({error})") from error
+        if not matched:
+            raise ConfigError(f"frozen_parameters: {pattern!r} matches no parameter of the model; its names "
+                              f"look like {', '.join(names[:3])}")
+        frozen += [name for name in matched if name not in frozen]
+    for name, parameter in model.named_parameters():
+        if name in frozen:
+            parameter.requires_grad_(False)
+    if frozen:
+        count = sum(p.numel() for name, p in model.named_parameters() if name in frozen)
+        if dist.get_global_rank() == 0:
+            print(f"frozen_parameters: {len(frozen)} tensors ({count:,} weights) do not train: "
+                  f"{', '.join(frozen)}", flush=True)
+    return frozen
 
 
 def build_scheduler(scheduler_cfg: MutableMapping[str, Any], unused: list[str]):
@@ -228,6 +260,8 @@ TRAINER_KEYS = {
     "compile_config": (dict, None),
     "step_schedulers_every_batch": (bool, None),
 }
+# Keys build_trainer reads besides TRAINER_KEYS and the sections (optimizer, scheduler, ...).
+TRAINING_KEYS = ("device_train_microbatch_size", "train_metrics", "frozen_parameters")
 
 
 def build_trainer(cfg: MutableMapping[str, Any], model, train_dataloader, eval_dataloader, unused: list[str],
@@ -247,6 +281,7 @@ def build_trainer(cfg: MutableMapping[str, Any], model, train_dataloader, eval_d
         forget_autoresume_download(trainer_kwargs["save_folder"], trainer_kwargs["run_name"],
                                    trainer_kwargs["save_latest_filename"])
 
+    freeze_parameters(model, pop_typed(cfg, "frozen_parameters", list, []))
     optimizer = build_optimizer(pop_typed(cfg, "optimizer", dict), model, unused)
     scheduler_cfg = pop_typed(cfg, "scheduler", dict, None)
     schedulers = build_scheduler(scheduler_cfg, unused) if scheduler_cfg else None

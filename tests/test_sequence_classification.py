@@ -89,10 +89,29 @@ def test_hub_style_folder_and_split_names(finetune_cfg, synthetic_data):
     (["dataset.text_columns=[premise,hypothesis]"], "no column 'premise'; the columns are sentence, label, idx"),
     (["metrics=[accuracy,spearman]"], "unknown metric(s) spearman for classification; valid: accuracy, f1"),
     (["load_path=/no/such/checkpoint.pt"], "load_path: the checkpoint /no/such/checkpoint.pt does not exist"),
+    (["frozen_parameters=[word_embedings]"], "frozen_parameters: 'word_embedings' matches no parameter of the "
+                                             "model; its names look like model.bert.embeddings.word_embeddings"),
 ])
 def test_bad_inputs_are_explained(finetune_cfg, overrides, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         main(finetune_cfg(*overrides), do_train=False)
+
+
+def test_frozen_parameters_do_not_train(finetune_cfg):
+    trainer = main(finetune_cfg("frozen_parameters=[word_embeddings, 'encoder\\.layer\\.0\\.']"),
+                   return_trainer=True, do_train=False)
+    before = {name: p.detach().clone() for name, p in trainer.state.model.named_parameters()}
+    frozen = {name for name in before if "word_embeddings" in name or ".encoder.layer.0." in name}
+    assert "model.bert.embeddings.word_embeddings.weight" in frozen and len(frozen) > 1
+    optimized = {id(p) for group in trainer.state.optimizers[0].param_groups for p in group["params"]}
+    trainer.fit()
+
+    for name, parameter in trainer.state.model.named_parameters():
+        assert (id(parameter) in optimized) == (name not in frozen), name
+        if name in frozen:
+            assert torch.equal(parameter, before[name]), f"{name} trained"
+    changed = [name for name, p in trainer.state.model.named_parameters() if not torch.equal(p, before[name])]
+    assert "model.classifier.weight" in changed and "model.bert.encoder.layer.1.attention.self.query.weight" in changed
 
 
 def test_labels_beyond_num_labels(finetune_cfg, synthetic_data):

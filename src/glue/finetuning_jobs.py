@@ -18,7 +18,7 @@ import torch
 from composer.core import Evaluator
 from composer.utils import reproducibility
 
-from src.builders import TRAINER_KEYS, build_model, build_trainer
+from src.builders import TRAINER_KEYS, TRAINING_KEYS, build_model, build_trainer
 from src.classification_data import (START_FROM_CHECKPOINT, build_classification_dataloader,
                                      build_classification_dataset)
 from src.config import leftover_keys, report_unused
@@ -45,7 +45,7 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
 CHECKPOINT_DEFAULTS = {"mnli": {"save_num_checkpoints_to_keep": 1, "save_weights_only": True}}
 # Keys of tasks.<task>.trainer_kwargs: the job's own, and every trainer key of src/builders.py.
 JOB_KEYS = ("batch_size", "lr", "weight_decay", "max_seq_len")
-TRAINER_KWARGS = (*JOB_KEYS, *TRAINER_KEYS, "device_train_microbatch_size")
+TRAINER_KWARGS = (*JOB_KEYS, *TRAINER_KEYS, *TRAINING_KEYS)
 
 
 @dataclass
