@@ -109,8 +109,14 @@ class NonFiniteLossGuard(Callback):
 
     def after_loss(self, state: State, logger: Logger) -> None:
         losses = _losses(state.loss)
-        finite = all(bool(torch.isfinite(loss).all()) for loss in losses)
-        flag = torch.tensor([0 if finite else 1], device=losses[0].device if losses else "cpu")
+        # One flag computed on the device and one wait for it (`.item()`): the check costs the step a
+        # single synchronization, not one per loss plus one for the all-reduce. Every rank joins the
+        # all-reduce, even one without a loss tensor.
+        if losses:
+            flag = torch.stack([(~torch.isfinite(loss.detach())).any() for loss in losses]).any()
+            flag = flag.to(torch.int32).reshape(1)
+        else:
+            flag = state.device.tensor_to_device(torch.zeros(1, dtype=torch.int32))
         dist.all_reduce(flag, reduce_operation="MAX")
         if not flag.item():
             return
