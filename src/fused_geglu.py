@@ -17,7 +17,9 @@ in eager mode and inside `torch.compile` (where Inductor fuses the work around i
 
 Measured on an H200 (benchmarks/results/geglu.md, BERT-base sizes): 1.37 ms forward + backward, against
 2.91 ms for Inductor's kernels with a dynamic token count and 2.16 ms eager; that is still only ~1,200
-GB/s of the ~4,800 the memory can do (docs/NOTES.md has the next steps).
+GB/s of the ~4,800 the memory can do (counting the kernels' own bytes; those timings also included an
+accumulation of the input's gradient that the model does not do, fixed in the benchmark since). The
+tiled kernels below are the next attempt, waiting for their measurement (docs/NOTES.md).
 """
 import os
 
@@ -68,8 +70,92 @@ def _launch_grid(n_elements: int) -> tuple[int]:
     return (triton.cdiv(n_elements, BLOCK),)
 
 
+# The tiled kernels, a candidate not yet measured on a GPU (`tiled=True`; `python benchmarks/geglu.py`
+# compares them): a 2-D grid of (row, tile of 4 x QUARTER columns), so no 64-bit division or remainder
+# per element, and one 32-bit Philox call for four random numbers (one per quarter of the tile) instead
+# of one call per element. The same (seed, row, column) gives the same random number forward and backward.
+
+
+@triton.jit
+def _tile_randoms(seed, row, columns, DROPOUT: tl.constexpr):
+    """Four blocks of random uint32 for `columns`, `columns + QUARTER`, ... of `row` (one Philox call)."""
+    if DROPOUT:
+        zeros = columns * 0
+        return tl.philox(seed, columns, zeros + row, zeros, zeros)
+    else:
+        return columns, columns, columns, columns  # unused without dropout
+
+
+@triton.jit
+def _forward_quarter(gated_row, out_row, columns, random, p, INTERMEDIATE: tl.constexpr, DROPOUT: tl.constexpr):
+    inside = columns < INTERMEDIATE
+    gate = tl.load(gated_row + columns, mask=inside, other=0.0).to(tl.float32)
+    up = tl.load(gated_row + INTERMEDIATE + columns, mask=inside, other=0.0).to(tl.float32)
+    out = 0.5 * gate * (1.0 + tl.math.erf(gate * 0.7071067811865476)) * up
+    if DROPOUT:
+        out = tl.where(tl.uint_to_uniform_float(random) > p, out / (1.0 - p), 0.0)
+    tl.store(out_row + columns, out.to(out_row.dtype.element_ty), mask=inside)
+
+
+@triton.jit
+def _geglu_forward_tiled_kernel(GATED, OUT, seed, p, INTERMEDIATE: tl.constexpr, DROPOUT: tl.constexpr,
+                                QUARTER: tl.constexpr):
+    row = tl.program_id(0)
+    columns = tl.program_id(1) * 4 * QUARTER + tl.arange(0, QUARTER)
+    gated_row = GATED + row.to(tl.int64) * 2 * INTERMEDIATE
+    out_row = OUT + row.to(tl.int64) * INTERMEDIATE
+    r0, r1, r2, r3 = _tile_randoms(seed, row, columns, DROPOUT)
+    _forward_quarter(gated_row, out_row, columns, r0, p, INTERMEDIATE, DROPOUT)
+    _forward_quarter(gated_row, out_row, columns + QUARTER, r1, p, INTERMEDIATE, DROPOUT)
+    _forward_quarter(gated_row, out_row, columns + 2 * QUARTER, r2, p, INTERMEDIATE, DROPOUT)
+    _forward_quarter(gated_row, out_row, columns + 3 * QUARTER, r3, p, INTERMEDIATE, DROPOUT)
+
+
+@triton.jit
+def _backward_quarter(grad_out_row, gated_row, grad_gated_row, columns, random, p, INTERMEDIATE: tl.constexpr,
+                      DROPOUT: tl.constexpr):
+    inside = columns < INTERMEDIATE
+    gate = tl.load(gated_row + columns, mask=inside, other=0.0).to(tl.float32)
+    up = tl.load(gated_row + INTERMEDIATE + columns, mask=inside, other=0.0).to(tl.float32)
+    grad = tl.load(grad_out_row + columns, mask=inside, other=0.0).to(tl.float32)
+    if DROPOUT:
+        grad = tl.where(tl.uint_to_uniform_float(random) > p, grad / (1.0 - p), 0.0)
+    cdf = 0.5 * (1.0 + tl.math.erf(gate * 0.7071067811865476))
+    pdf = tl.exp(-0.5 * gate * gate) * 0.3989422804014327
+    tl.store(grad_gated_row + columns, (grad * up * (cdf + gate * pdf)).to(grad_gated_row.dtype.element_ty),
+             mask=inside)
+    tl.store(grad_gated_row + INTERMEDIATE + columns, (grad * gate * cdf).to(grad_gated_row.dtype.element_ty),
+             mask=inside)
+
+
+@triton.jit
+def _geglu_backward_tiled_kernel(GRAD_OUT, GATED, GRAD_GATED, seed, p, INTERMEDIATE: tl.constexpr,
+                                 DROPOUT: tl.constexpr, QUARTER: tl.constexpr):
+    row = tl.program_id(0)
+    columns = tl.program_id(1) * 4 * QUARTER + tl.arange(0, QUARTER)
+    grad_out_row = GRAD_OUT + row.to(tl.int64) * INTERMEDIATE
+    gated_row = GATED + row.to(tl.int64) * 2 * INTERMEDIATE
+    grad_gated_row = GRAD_GATED + row.to(tl.int64) * 2 * INTERMEDIATE
+    r0, r1, r2, r3 = _tile_randoms(seed, row, columns, DROPOUT)
+    _backward_quarter(grad_out_row, gated_row, grad_gated_row, columns, r0, p, INTERMEDIATE, DROPOUT)
+    _backward_quarter(grad_out_row, gated_row, grad_gated_row, columns + QUARTER, r1, p, INTERMEDIATE, DROPOUT)
+    _backward_quarter(grad_out_row, gated_row, grad_gated_row, columns + 2 * QUARTER, r2, p, INTERMEDIATE,
+                      DROPOUT)
+    _backward_quarter(grad_out_row, gated_row, grad_gated_row, columns + 3 * QUARTER, r3, p, INTERMEDIATE,
+                      DROPOUT)
+
+
+def _quarter(intermediate: int) -> int:
+    """Columns per quarter tile: 256 (a tile of 1,024), or less for a small intermediate size."""
+    return min(256, triton.next_power_of_2(triton.cdiv(intermediate, 4)))
+
+
+def _tiled_grid(n_elements: int, intermediate: int) -> tuple[int, int]:
+    return (n_elements // intermediate, triton.cdiv(intermediate, 4 * _quarter(intermediate)))
+
+
 @torch.library.custom_op("mosaic_bert::geglu_dropout_forward", mutates_args=())
-def _forward(gated: torch.Tensor, p: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _forward(gated: torch.Tensor, p: float, tiled: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """`(out, seed)`: the seed (a CPU int64 scalar tensor) is what the backward regenerates the mask from."""
     gated = gated.contiguous()
     intermediate = gated.shape[-1] // 2
@@ -77,43 +163,52 @@ def _forward(gated: torch.Tensor, p: float) -> tuple[torch.Tensor, torch.Tensor]
     # Drawn from torch's CPU generator: seeded runs repeat their masks; no GPU synchronization.
     seed = torch.randint(0, 2**31 - 1, (), dtype=torch.int64)
     n_elements = out.numel()
-    if n_elements:
+    if n_elements and tiled:
+        _geglu_forward_tiled_kernel[_tiled_grid(n_elements, intermediate)](
+            gated, out, int(seed), p, INTERMEDIATE=intermediate, DROPOUT=p > 0, QUARTER=_quarter(intermediate))
+    elif n_elements:
         _geglu_forward_kernel[_launch_grid(n_elements)](
             gated, out, n_elements, int(seed), p, INTERMEDIATE=intermediate, DROPOUT=p > 0, BLOCK=BLOCK)
     return out, seed
 
 
 @_forward.register_fake
-def _(gated: torch.Tensor, p: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _(gated: torch.Tensor, p: float, tiled: bool) -> tuple[torch.Tensor, torch.Tensor]:
     return gated.new_empty(*gated.shape[:-1], gated.shape[-1] // 2), torch.empty((), dtype=torch.int64)
 
 
 @torch.library.custom_op("mosaic_bert::geglu_dropout_backward", mutates_args=())
-def _backward(grad_out: torch.Tensor, gated: torch.Tensor, seed: torch.Tensor, p: float) -> torch.Tensor:
+def _backward(grad_out: torch.Tensor, gated: torch.Tensor, seed: torch.Tensor, p: float, tiled: bool
+              ) -> torch.Tensor:
     gated, grad_out = gated.contiguous(), grad_out.contiguous()
     grad_gated = torch.empty_like(gated)
+    intermediate = gated.shape[-1] // 2
     n_elements = grad_out.numel()
-    if n_elements:
+    if n_elements and tiled:
+        _geglu_backward_tiled_kernel[_tiled_grid(n_elements, intermediate)](
+            grad_out, gated, grad_gated, int(seed), p, INTERMEDIATE=intermediate, DROPOUT=p > 0,
+            QUARTER=_quarter(intermediate))
+    elif n_elements:
         _geglu_backward_kernel[_launch_grid(n_elements)](
-            grad_out, gated, grad_gated, n_elements, int(seed), p, INTERMEDIATE=gated.shape[-1] // 2,
+            grad_out, gated, grad_gated, n_elements, int(seed), p, INTERMEDIATE=intermediate,
             DROPOUT=p > 0, BLOCK=BLOCK)
     return grad_gated
 
 
 @_backward.register_fake
-def _(grad_out: torch.Tensor, gated: torch.Tensor, seed: torch.Tensor, p: float) -> torch.Tensor:
+def _(grad_out: torch.Tensor, gated: torch.Tensor, seed: torch.Tensor, p: float, tiled: bool) -> torch.Tensor:
     return torch.empty_like(gated)
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    gated, p = inputs
+    gated, p, tiled = inputs
     ctx.save_for_backward(gated, output[1])
-    ctx.p = p
+    ctx.p, ctx.tiled = p, tiled
 
 
-def _backward_formula(ctx, grad_out: torch.Tensor, grad_seed) -> tuple[torch.Tensor, None]:
+def _backward_formula(ctx, grad_out: torch.Tensor, grad_seed) -> tuple[torch.Tensor, None, None]:
     gated, seed = ctx.saved_tensors
-    return _backward(grad_out, gated, seed, ctx.p), None
+    return _backward(grad_out, gated, seed, ctx.p, ctx.tiled), None, None
 
 
 _forward.register_autograd(_backward_formula, setup_context=_setup_context)
@@ -124,12 +219,13 @@ def runs_on(tensor: torch.Tensor) -> bool:
     return tensor.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def geglu_dropout(gated: torch.Tensor, p: float) -> torch.Tensor:
+def geglu_dropout(gated: torch.Tensor, p: float, tiled: bool = False) -> torch.Tensor:
     """`dropout(gelu(gate) * up, p)` for `gated = [gate | up]` along the last dimension; pass p=0.0 when
-    not training. CUDA tensors (or any device under TRITON_INTERPRET=1)."""
+    not training. CUDA tensors (or any device under TRITON_INTERPRET=1). `tiled` picks the candidate
+    kernels (above); the two draw different masks."""
     if gated.shape[-1] % 2:
         raise ValueError(f"geglu_dropout: the last dimension ({gated.shape[-1]}) must be [gate | up], even.")
-    return _forward(gated, float(p))[0]
+    return _forward(gated, float(p), bool(tiled))[0]
 
 
 def geglu_dropout_reference(gated: torch.Tensor, p: float, keep: torch.Tensor | None = None) -> torch.Tensor:

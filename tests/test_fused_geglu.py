@@ -15,23 +15,29 @@ def values_and_gradient(function, gated, grad_out):
     return out, gated.grad
 
 
+KERNELS = pytest.mark.parametrize("tiled", [False, True], ids=["flat", "tiled"])
+
+
+@KERNELS
 @pytest.mark.parametrize("dtype, atol", [(torch.float32, 1e-5), (torch.float16, 2e-3)])
-def test_without_dropout_equals_pytorch(dtype, atol):
+def test_without_dropout_equals_pytorch(dtype, atol, tiled):
     torch.manual_seed(0)
     gated = torch.randn(37, 2 * 48, dtype=dtype) * 2  # 37 * 48 elements: the last block is partial
     grad_out = torch.randn(37, 48, dtype=dtype)
-    out, grad = values_and_gradient(lambda g: geglu_dropout(g, 0.0), gated, grad_out)
+    out, grad = values_and_gradient(lambda g: geglu_dropout(g, 0.0, tiled), gated, grad_out)
     ref_out, ref_grad = values_and_gradient(lambda g: geglu_dropout_reference(g, 0.0), gated, grad_out)
     torch.testing.assert_close(out, ref_out, rtol=0, atol=atol)
     torch.testing.assert_close(grad, ref_grad, rtol=0, atol=atol)
 
 
-def test_dropout_drops_p_of_the_values_and_backward_uses_the_same_mask():
+@KERNELS
+@pytest.mark.parametrize("intermediate", [96, 1100])  # 1,100: a tile and a partial one per row (tiled)
+def test_dropout_drops_p_of_the_values_and_backward_uses_the_same_mask(tiled, intermediate):
     torch.manual_seed(0)
     p = 0.3
-    gated = torch.randn(64, 2 * 96)
-    grad_out = torch.randn(64, 96)
-    out, grad = values_and_gradient(lambda g: geglu_dropout(g, p), gated, grad_out)
+    gated = torch.randn(64 if intermediate < 1000 else 8, 2 * intermediate)
+    grad_out = torch.randn(gated.shape[0], intermediate)
+    out, grad = values_and_gradient(lambda g: geglu_dropout(g, p, tiled), gated, grad_out)
     keep = out != 0
     assert abs((1 - keep.float().mean().item()) - p) < 0.03
     # Kept values are scaled by 1 / (1 - p); the gradient is that of the same mask (never stored).
@@ -39,19 +45,25 @@ def test_dropout_drops_p_of_the_values_and_backward_uses_the_same_mask():
     torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-5)
     torch.testing.assert_close(grad, ref_grad, rtol=0, atol=1e-5)
     # Masks come from torch's generator: the same seed gives the same mask, the next call another.
+    # No pattern across the row's tiles or quarters, nor from row to row (the tiled kernels' random
+    # numbers come four to a Philox call, keyed by row and column).
+    assert not torch.equal(keep[0], keep[1])
+    if intermediate > 1000:
+        assert not torch.equal(keep[:, :256], keep[:, 256:512]) and not torch.equal(keep[:, :76], keep[:, 1024:])
     torch.manual_seed(5)
-    first, second = geglu_dropout(gated, p), geglu_dropout(gated, p)
+    first, second = geglu_dropout(gated, p, tiled), geglu_dropout(gated, p, tiled)
     torch.manual_seed(5)
-    assert torch.equal(geglu_dropout(gated, p), first) and not torch.equal(first, second)
+    assert torch.equal(geglu_dropout(gated, p, tiled), first) and not torch.equal(first, second)
 
 
-def test_inside_torch_compile_it_matches_eager():
+@KERNELS
+def test_inside_torch_compile_it_matches_eager(tiled):
     torch.manual_seed(0)
     gated = torch.randn(16, 2 * 32)
     grad_out = torch.randn(16, 32)
 
     def block(g):
-        return geglu_dropout(g * 1.5, 0.2) + 1
+        return geglu_dropout(g * 1.5, 0.2, tiled) + 1
 
     torch.manual_seed(3)
     eager = values_and_gradient(block, gated, grad_out)
