@@ -43,8 +43,9 @@ def main(cfg: DictConfig, return_trainer: bool = False, do_train: bool = True) -
                                             seed=seed, unused=unused, section="eval_loader")
 
     preemption = PreemptionCheckpoint()
-    trainer = build_trainer(config, model, train_loader, eval_loader, unused,
-                            extra_callbacks=[NonFiniteLossGuard(), preemption])
+    # The guard waits for the GPU once per batch, before the backward; it can be turned off to measure that.
+    guard = [NonFiniteLossGuard()] if pop_typed(config, "stop_on_non_finite_loss", bool, True) else []
+    trainer = build_trainer(config, model, train_loader, eval_loader, unused, extra_callbacks=[*guard, preemption])
     report_unused(unused + leftover_keys(config))
     log_config(trainer, cfg)
 

@@ -271,6 +271,13 @@ def test_gradient_clipping_threshold_from_the_config_is_applied(nan_run):
         assert before > 0.01 and after == pytest.approx(0.001, rel=1e-4)
 
 
+@pytest.mark.parametrize("setting, guarded", [([], True), (["stop_on_non_finite_loss=false"], False)])
+def test_the_guard_is_on_unless_turned_off(pretrain_cfg, setting, guarded):
+    trainer = main(pretrain_cfg(*setting), return_trainer=True, do_train=False)
+    assert any(isinstance(cb, NonFiniteLossGuard) for cb in trainer.state.callbacks) == guarded
+    trainer.close()
+
+
 def test_infinite_loss_is_caught_too():
     from types import SimpleNamespace
     state = SimpleNamespace(loss={"total": torch.tensor(float("-inf"))}, timestamp=SimpleNamespace(batch=41, epoch=2),
