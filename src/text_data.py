@@ -11,7 +11,9 @@ import argparse
 import hashlib
 import json
 import os
+import random
 import sys
+import time
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -219,6 +221,23 @@ def build_streams(streams_cfg: Mapping[str, Mapping[str, Any]], default_split: O
     return streams
 
 
+def with_shared_memory_retries(create, attempts: int = 6):
+    """`create()`, tried again after a short random pause when streaming's shared memory name is taken.
+
+    Each StreamingDataset on a machine looks for the first free shared-memory prefix and then creates it;
+    two processes starting at the same moment can pick the same one, and the slower one's create fails
+    with FileExistsError (seen in CI with three runs started together). The next attempt finds the next
+    free prefix. A name that stays taken (stale memory of a crashed run) is raised after the last try.
+    """
+    for attempt in range(attempts):
+        try:
+            return create()
+        except FileExistsError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(random.uniform(0.05, 0.5) * (attempt + 1))
+
+
 def build_text_dataloader(cfg: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase,
                           device_batch_size: int, seed: int = 17, unused: Optional[list[str]] = None,
                           section: str = "loader") -> DataLoader:
@@ -257,8 +276,8 @@ def build_text_dataloader(cfg: Mapping[str, Any], tokenizer: PreTrainedTokenizer
     dataset_cfg = accepted_kwargs(StreamingDataset.__init__, dataset_cfg, f"{section}.dataset", unused_here)
     remotes = [remote] if remote else [s.remote for s in dataset_cfg.get("streams") or [] if s.remote]
     try:
-        dataset = StreamingTextDataset(tokenizer=tokenizer, max_seq_len=max_seq_len,
-                                       batch_size=device_batch_size, **dataset_cfg)
+        dataset = with_shared_memory_retries(lambda: StreamingTextDataset(
+            tokenizer=tokenizer, max_seq_len=max_seq_len, batch_size=device_batch_size, **dataset_cfg))
     except (ValueError, TypeError):
         raise
     except FileExistsError as error:  # streaming's shared memory (named after the local folder) is taken

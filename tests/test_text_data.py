@@ -105,8 +105,31 @@ def test_taken_shared_memory_is_explained(synthetic_data, tokenizer, monkeypatch
         raise FileExistsError(17, "File exists", "/000000_locals")
 
     monkeypatch.setattr(text_data.StreamingTextDataset, "__init__", taken)
+    pauses = []
+    monkeypatch.setattr(text_data.time, "sleep", pauses.append)
     with pytest.raises(DataConfigError, match="shared memory for the local folder .* already exists.*own data_local"):
         build_text_dataloader(loader_cfg(synthetic_data), tokenizer, 8)
+    assert len(pauses) == 5, "tried six times before giving up"
+
+
+def test_a_shared_memory_race_is_retried(synthetic_data, tokenizer, monkeypatch):
+    """Two runs starting together can pick the same free shared-memory prefix; the slower one's create
+    fails with FileExistsError, and the next attempt takes the next prefix."""
+    clean_stale_shared_memory()
+    real_init, failures = text_data.StreamingTextDataset.__init__, []
+
+    def loses_the_race_twice(self, *args, **kwargs):
+        if len(failures) < 2:
+            failures.append(1)
+            raise FileExistsError(17, "File exists", "/000000_locals")
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(text_data.StreamingTextDataset, "__init__", loses_the_race_twice)
+    monkeypatch.setattr(text_data.time, "sleep", lambda seconds: None)
+    loader = build_text_dataloader(loader_cfg(synthetic_data), tokenizer, 8)
+    assert len(failures) == 2 and next(iter(loader))["input_ids"].shape[0] == 8
+    del loader
+    clean_stale_shared_memory()
 
 
 def test_unknown_dataset_keys_are_reported(synthetic_data, tokenizer):
