@@ -162,28 +162,26 @@ def freeze_parameters(model: torch.nn.Module, patterns: list[Any]) -> list[str]:
     expressions); returns their names. `frozen_parameters: [word_embeddings]` keeps the pretrained word
     embeddings, so that words the fine-tuning data lacks stay where pretraining put them, beside the
     words it has (docs/finetuning.md). A pattern that matches nothing is a mistake, not a no-op."""
-    names = [name for name, _ in model.named_parameters()]
-    frozen = []
+    parameters = dict(model.named_parameters())
+    frozen: dict[str, torch.nn.Parameter] = {}  # by name, in the order the patterns found them
     for pattern in patterns:
         if not isinstance(pattern, str):
             raise ConfigError(f"frozen_parameters must be a list of regular expressions, got {pattern!r}")
         try:
-            matched = [name for name in names if re.search(pattern, name)]
+            matched = [name for name in parameters if re.search(pattern, name)]
         except re.error as error:
             raise ConfigError(f"frozen_parameters: {pattern!r} is not a regular expression ({error})") from error
         if not matched:
             raise ConfigError(f"frozen_parameters: {pattern!r} matches no parameter of the model; its names "
-                              f"look like {', '.join(names[:3])}")
-        frozen += [name for name in matched if name not in frozen]
-    for name, parameter in model.named_parameters():
-        if name in frozen:
-            parameter.requires_grad_(False)
-    if frozen:
-        count = sum(p.numel() for name, p in model.named_parameters() if name in frozen)
-        if dist.get_global_rank() == 0:
-            print(f"frozen_parameters: {len(frozen)} tensors ({count:,} weights) do not train: "
-                  f"{', '.join(frozen)}", flush=True)
-    return frozen
+                              f"look like {', '.join(list(parameters)[:3])}")
+        frozen.update((name, parameters[name]) for name in matched)
+    for parameter in frozen.values():
+        parameter.requires_grad_(False)
+    if frozen and dist.get_global_rank() == 0:
+        count = sum(parameter.numel() for parameter in frozen.values())
+        print(f"frozen_parameters: {len(frozen)} tensors ({count:,} weights) do not train: {', '.join(frozen)}",
+              flush=True)
+    return list(frozen)
 
 
 def build_scheduler(scheduler_cfg: MutableMapping[str, Any], unused: list[str]):
