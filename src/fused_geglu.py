@@ -31,6 +31,20 @@ BLOCK = 1024
 
 
 @triton.jit
+def _geglu(gate, up):
+    """gelu(gate) * up, with the exact (erf) GELU, in float32."""
+    return 0.5 * gate * (1.0 + tl.math.erf(gate * 0.7071067811865476)) * up  # erf(x / sqrt(2))
+
+
+@triton.jit
+def _geglu_gradients(grad, gate, up):
+    """The gradients of gelu(gate) * up with respect to gate and to up, given the output's gradient."""
+    cdf = 0.5 * (1.0 + tl.math.erf(gate * 0.7071067811865476))
+    pdf = tl.exp(-0.5 * gate * gate) * 0.3989422804014327  # 1/sqrt(2 pi)
+    return grad * up * (cdf + gate * pdf), grad * gate * cdf
+
+
+@triton.jit
 def _geglu_forward_kernel(GATED, OUT, n_elements, seed, p, INTERMEDIATE: tl.constexpr, DROPOUT: tl.constexpr,
                           BLOCK: tl.constexpr):
     index = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -38,7 +52,7 @@ def _geglu_forward_kernel(GATED, OUT, n_elements, seed, p, INTERMEDIATE: tl.cons
     row, col = index // INTERMEDIATE, index % INTERMEDIATE
     gate = tl.load(GATED + row * 2 * INTERMEDIATE + col, mask=mask, other=0.0).to(tl.float32)
     up = tl.load(GATED + row * 2 * INTERMEDIATE + INTERMEDIATE + col, mask=mask, other=0.0).to(tl.float32)
-    out = 0.5 * gate * (1.0 + tl.math.erf(gate * 0.7071067811865476)) * up  # erf(x / sqrt(2)): exact GELU
+    out = _geglu(gate, up)
     if DROPOUT:
         keep = tl.rand(seed, index) > p
         out = tl.where(keep, out / (1.0 - p), 0.0)
@@ -58,10 +72,7 @@ def _geglu_backward_kernel(GRAD_OUT, GATED, GRAD_GATED, n_elements, seed, p, INT
     if DROPOUT:
         keep = tl.rand(seed, index) > p
         grad = tl.where(keep, grad / (1.0 - p), 0.0)
-    cdf = 0.5 * (1.0 + tl.math.erf(gate * 0.7071067811865476))
-    pdf = tl.exp(-0.5 * gate * gate) * 0.3989422804014327  # 1/sqrt(2 pi)
-    grad_gate = grad * up * (cdf + gate * pdf)
-    grad_up = grad * gate * cdf
+    grad_gate, grad_up = _geglu_gradients(grad, gate, up)
     tl.store(GRAD_GATED + gate_at, grad_gate.to(GRAD_GATED.dtype.element_ty), mask=mask)
     tl.store(GRAD_GATED + gate_at + INTERMEDIATE, grad_up.to(GRAD_GATED.dtype.element_ty), mask=mask)
 
@@ -91,7 +102,7 @@ def _forward_quarter(gated_row, out_row, columns, random, p, INTERMEDIATE: tl.co
     inside = columns < INTERMEDIATE
     gate = tl.load(gated_row + columns, mask=inside, other=0.0).to(tl.float32)
     up = tl.load(gated_row + INTERMEDIATE + columns, mask=inside, other=0.0).to(tl.float32)
-    out = 0.5 * gate * (1.0 + tl.math.erf(gate * 0.7071067811865476)) * up
+    out = _geglu(gate, up)
     if DROPOUT:
         out = tl.where(tl.uint_to_uniform_float(random) > p, out / (1.0 - p), 0.0)
     tl.store(out_row + columns, out.to(out_row.dtype.element_ty), mask=inside)
@@ -120,12 +131,9 @@ def _backward_quarter(grad_out_row, gated_row, grad_gated_row, columns, random, 
     grad = tl.load(grad_out_row + columns, mask=inside, other=0.0).to(tl.float32)
     if DROPOUT:
         grad = tl.where(tl.uint_to_uniform_float(random) > p, grad / (1.0 - p), 0.0)
-    cdf = 0.5 * (1.0 + tl.math.erf(gate * 0.7071067811865476))
-    pdf = tl.exp(-0.5 * gate * gate) * 0.3989422804014327
-    tl.store(grad_gated_row + columns, (grad * up * (cdf + gate * pdf)).to(grad_gated_row.dtype.element_ty),
-             mask=inside)
-    tl.store(grad_gated_row + INTERMEDIATE + columns, (grad * gate * cdf).to(grad_gated_row.dtype.element_ty),
-             mask=inside)
+    grad_gate, grad_up = _geglu_gradients(grad, gate, up)
+    tl.store(grad_gated_row + columns, grad_gate.to(grad_gated_row.dtype.element_ty), mask=inside)
+    tl.store(grad_gated_row + INTERMEDIATE + columns, grad_up.to(grad_gated_row.dtype.element_ty), mask=inside)
 
 
 @triton.jit
