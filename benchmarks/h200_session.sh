@@ -13,6 +13,10 @@
 #                                              #   GEGLU microbenchmark; then Composer speed on 1 and 2 GPUs
 #   bash benchmarks/h200_session.sh training   # lanes 0+1: time to accuracy (HF | Mosaic at once),
 #                                              # then both GPUs: DDP scaling, GLUE task parallelism
+#   bash benchmarks/h200_session.sh syncfree   # lane 0: throughput of the host-wait-free step, the tiled
+#                                              #   GEGLU and HF + compile, with a profile; lane 1: GEGLU
+#                                              #   microbenchmark, Composer speed with/without the NaN
+#                                              #   guard; then Composer on 2 GPUs
 #
 # Steps are stopped with SIGABRT at their limit and PYTHONFAULTHANDLER is on, so a step that hangs
 # leaves every thread's Python stack in its log.
@@ -124,6 +128,28 @@ training)
     --out benchmarks/results/pretraining_speed_mosaic_2gpu_recipe.json $speed_args
   step 0,1 200 glue_parallel python3 benchmarks/glue_parallel.py --modes parallel serial --max_duration 120ba \
     --max_seq_len 128
+  ;;
+syncfree)
+  # Session 5: the step without host waits (the collator's counts), the tiled GEGLU candidate, and what
+  # the Composer gap is made of. Lane 0: the variants that differ in exactly these, both paddings, and a
+  # profile; lane 1: the GEGLU microbenchmark, then Composer speed (with the raw loop fed by the live
+  # dataloader) with and without the NaN guard; then Composer on both GPUs.
+  recipe="Mosaic BERT (full recipe) + regional compile + fused GEGLU"
+  ( step 0 330 throughput_syncfree python3 benchmarks/throughput.py --out benchmarks/results/throughput_syncfree \
+      --variants "HF BERT SDPA + compile" "$recipe" "$recipe (tiled kernel)" "$recipe, sizes from the GPU" \
+      "Mosaic BERT no GLU + regional compile" --profile "$recipe" ) &
+  (
+    step 1 90 geglu python3 benchmarks/geglu.py
+    step 1 130 speed_syncfree_1gpu $launcher -n 1 --master_port 29502 benchmarks/pretraining.py speed \
+      --model mosaic_bert --data "$data" --steps 150 --raw_steps 40 --loader_batches 60 \
+      --out benchmarks/results/pretraining_speed_syncfree_1gpu.json
+    step 1 130 speed_syncfree_1gpu_no_guard $launcher -n 1 --master_port 29502 benchmarks/pretraining.py speed \
+      --model mosaic_bert --data "$data" --steps 150 --raw_steps 40 --loader_batches 60 \
+      --out benchmarks/results/pretraining_speed_syncfree_1gpu_no_guard.json stop_on_non_finite_loss=false
+  ) &
+  wait
+  step 0,1 110 speed_syncfree_2gpu $launcher -n 2 benchmarks/pretraining.py speed --composer_only \
+    --model mosaic_bert --data "$data" --steps 150 --out benchmarks/results/pretraining_speed_syncfree_2gpu.json
   ;;
 esac
 

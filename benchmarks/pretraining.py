@@ -66,8 +66,9 @@ def jsonl_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------------------------------------- speed
-def dataloader_rate(cfg, tokenizer, batch_size: int, batches: int) -> tuple[float, list[dict]]:
-    """Samples/s of the train dataloader alone (workers as in the YAML), and a few of its batches."""
+def dataloader_rate(cfg, tokenizer, batch_size: int, batches: int) -> tuple[float, list[dict], Any]:
+    """Samples/s of the train dataloader alone (workers as in the YAML), a few of its batches, and the
+    running iterator (one dataset per process: a second one would race the first for shared memory)."""
     from omegaconf import OmegaConf
 
     from src.text_data import build_text_dataloader
@@ -80,13 +81,19 @@ def dataloader_rate(cfg, tokenizer, batch_size: int, batches: int) -> tuple[floa
     for _ in range(batches):
         next(iterator)
     rate = batches * batch_size / (time.perf_counter() - started)
-    del iterator, loader
-    return rate, kept
+    return rate, kept, iterator
 
 
-def raw_loop_rate(cfg, batches: list[dict], steps: int) -> float:
+def to_device(batch: dict) -> dict:
+    """The batch's tensors on DEVICE (asynchronously from pinned memory); its Python lists as they are."""
+    return {k: v.to(DEVICE, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def raw_loop_rate(cfg, batches: list[dict], steps: int, live=None) -> float:
     """Samples/s of a plain PyTorch loop (the recipe's model, optimizer, bf16 autocast, fused LayerNorm as in
-    the YAML) over batches already on the GPU: what the training step costs without Composer or data."""
+    the YAML) over batches already on the GPU: what the training step costs without Composer or data.
+    With `live` (a dataloader iterator), each step instead takes its next batch and copies it to the GPU, as Composer
+    does: the difference to the cached batches is the cost of feeding the GPU, without Composer."""
     from omegaconf import OmegaConf
 
     from src.builders import build_model, build_optimizer
@@ -97,7 +104,7 @@ def raw_loop_rate(cfg, batches: list[dict], steps: int) -> float:
     if "fused_layernorm" in (plain.get("algorithms") or {}):
         apply_fused_layernorm(model)
     optimizer = build_optimizer(plain["optimizer"], model, [])
-    on_gpu = [{k: v.to(DEVICE) for k, v in b.items()} for b in batches]
+    on_gpu = [to_device(b) for b in batches]
 
     bf16 = plain.get("precision") == "amp_bf16"
 
@@ -113,7 +120,7 @@ def raw_loop_rate(cfg, batches: list[dict], steps: int) -> float:
     synchronize()
     started = time.perf_counter()
     for i in range(steps):
-        step(on_gpu[i % len(on_gpu)])
+        step(to_device(next(live)) if live is not None else on_gpu[i % len(on_gpu)])
     synchronize()
     rate = steps * len(batches[0]["input_ids"]) / (time.perf_counter() - started)
     del model, optimizer
@@ -140,10 +147,13 @@ def speed(args) -> None:
         from src.tokenization import load_tokenizer
 
         tokenizer = load_tokenizer(cfg.tokenizer_name)
-        result["dataloader_samples_per_s"], batches = dataloader_rate(cfg, tokenizer, args.batch_size, args.loader_batches)
+        result["dataloader_samples_per_s"], batches, live = dataloader_rate(cfg, tokenizer, args.batch_size,
+                                                                            args.loader_batches)
         result["real_tokens_per_sample"] = statistics.mean(b["attention_mask"].sum().item() / len(b["attention_mask"])
                                                            for b in batches)
         result["raw_loop_samples_per_s"] = raw_loop_rate(cfg, batches, args.raw_steps)
+        result["raw_loop_live_loader_samples_per_s"] = raw_loop_rate(cfg, batches, args.raw_steps, live)
+        del live
         print(json.dumps(result), flush=True)
     dist.barrier()
 

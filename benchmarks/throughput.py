@@ -23,11 +23,14 @@ optimizer, other element-wise work) and the share of the step in which the GPU i
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import statistics
 import sys
 import time
+import types
+import warnings
 from pathlib import Path
 
 import torch
@@ -56,7 +59,18 @@ def make_batch(batch_size: int, seqlen: int, padding: float, generator: torch.Ge
     picked = (torch.rand(batch_size, seqlen, generator=generator) < MLM_PROBABILITY) & mask.bool()
     labels = torch.where(picked, ids, torch.full_like(ids, -100))
     batch = dict(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids), labels=labels)
-    return {k: v.cuda(non_blocking=True) for k, v in batch.items()}
+    batch = {k: v.cuda(non_blocking=True) for k, v in batch.items()}
+    # What src.text_data.MLMCollator counts on the host (Mosaic BERT sizes its tensors from them without
+    # waiting for the GPU); HF BERT's variants drop them.
+    batch.update(real_token_counts=lengths.tolist(), predicted_token_counts=picked.sum(1).tolist())
+    return batch
+
+
+HOST_COUNTS = ("real_token_counts", "predicted_token_counts")
+
+
+def without_host_counts(batch: dict) -> dict:
+    return {k: v for k, v in batch.items() if k not in HOST_COUNTS}
 
 
 def train_flops(batch: dict, glu: bool) -> float:
@@ -78,12 +92,20 @@ def hf_bert(attn_implementation: str) -> torch.nn.Module:
 
 
 def mosaic_bert(glu: bool, backend: str = "auto", fused_layernorm: bool = True,
-                compile_regions: bool = False, fused_geglu: bool = False) -> torch.nn.Module:
+                compile_regions: bool = False, fused_geglu: bool = False, tiled_geglu: bool = False) -> torch.nn.Module:
     config = BertConfig(vocab_size=VOCAB, use_glu=glu, attention_backend=backend, attention_probs_dropout_prob=0.0,
                         compile_regions=compile_regions, fused_geglu=fused_geglu)
     model = BertForMaskedLM(config)
     if fused_layernorm:
         apply_fused_layernorm(model)
+    if tiled_geglu:  # the candidate kernel of src/fused_geglu.py, swapped in for the default one
+        import src.fused_geglu as kernels
+
+        candidate = types.SimpleNamespace(runs_on=kernels.runs_on,
+                                          geglu_dropout=functools.partial(kernels.geglu_dropout, tiled=True))
+        for module in model.modules():
+            if getattr(module, "fused", None) is not None:
+                module.fused = candidate
     return model
 
 
@@ -96,6 +118,10 @@ VARIANTS = {
     "Mosaic BERT (full recipe) + compile": (lambda: mosaic_bert(glu=True), True, True),
     "Mosaic BERT (full recipe) + regional compile": (lambda: mosaic_bert(glu=True, compile_regions=True), True, False),
     "Mosaic BERT (full recipe) + regional compile + fused GEGLU": (
+        lambda: mosaic_bert(glu=True, compile_regions=True, fused_geglu=True), True, False),
+    "Mosaic BERT (full recipe) + regional compile + fused GEGLU (tiled kernel)": (
+        lambda: mosaic_bert(glu=True, compile_regions=True, fused_geglu=True, tiled_geglu=True), True, False),
+    "Mosaic BERT (full recipe) + regional compile + fused GEGLU, sizes from the GPU": (
         lambda: mosaic_bert(glu=True, compile_regions=True, fused_geglu=True), True, False),
     "Mosaic BERT no GLU": (lambda: mosaic_bert(glu=False), False, False),
     "Mosaic BERT no GLU + compile": (lambda: mosaic_bert(glu=False), False, True),
@@ -131,7 +157,13 @@ def training_step(name: str, dynamic: bool):
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     step_model = torch.compile(model, dynamic=dynamic) if compiled else model
 
+    # HF BERT takes no host-side counts; the "sizes from the GPU" variant is Mosaic BERT without them
+    # (every unpadding reads its sizes back from the GPU, as before the collator counted them).
+    drop_counts = name.startswith("HF") or "sizes from the GPU" in name
+
     def step(batch):
+        if drop_counts:
+            batch = without_host_counts(batch)
         with torch.autocast("cuda", dtype=torch.bfloat16):
             loss = step_model(**batch).loss
         loss.backward()
@@ -183,6 +215,20 @@ def profile(name: str, batch_size: int, seqlen: int, steps: int = 5) -> str:
     return "\n".join(lines) + "\n"
 
 
+def count_host_syncs(step, batch: dict) -> int:
+    """How many times one training step makes the host wait for the GPU (`.item()`, `nonzero`, a
+    boolean-mask index, ...): torch's sync debug mode warns at each."""
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            step(batch)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
 def measure(name: str, padding: float, steps: int, warmup: int, batch_size: int, seqlen: int) -> dict:
     step, glu = training_step(name, dynamic=padding > 0)
     generator = torch.Generator().manual_seed(1)
@@ -193,6 +239,7 @@ def measure(name: str, padding: float, steps: int, warmup: int, batch_size: int,
         loss = step(batches[i % len(batches)])
     torch.cuda.synchronize()
     warmup_s = time.perf_counter() - started
+    host_syncs = count_host_syncs(step, batches[0])
     torch.cuda.reset_peak_memory_stats()
     times = []
     for i in range(steps):
@@ -210,7 +257,7 @@ def measure(name: str, padding: float, steps: int, warmup: int, batch_size: int,
     result = dict(variant=name, padding=padding, samples_per_s=batch_size / step_s, tokens_per_s=tokens / step_s,
                   step_ms=step_s * 1000, tflops=flops / step_s / 1e12, mfu=flops / step_s / 1e12 / PEAK_TFLOPS,
                   gflop_per_sample=flops / batch_size / 1e9, peak_memory_gib=torch.cuda.max_memory_allocated() / 2**30,
-                  warmup_s=warmup_s, final_loss=loss.item())
+                  warmup_s=warmup_s, final_loss=loss.item(), host_syncs_per_step=host_syncs)
     del step  # its closure holds the model and the optimizer
     torch.cuda.empty_cache()
     return result
@@ -248,14 +295,15 @@ def main() -> None:
     Path(args.out + ".json").write_text(json.dumps(dict(meta=meta, results=results), indent=1))
     lines = [f"{meta['gpu']}, torch {meta['torch']}, triton {meta['triton']}, transformers {meta['transformers']}; "
              f"batch {args.batch_size} x {args.seqlen}, bf16 autocast, fused AdamW; `{meta['command']}`", "",
-             "| variant | padding | samples/s | tokens/s | MFU | GFLOP/sample | peak GiB |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+             "| variant | padding | samples/s | tokens/s | MFU | GFLOP/sample | peak GiB | host waits/step |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['variant']} | {r['padding']:.0%} | error: {r['error'][:80]} | | | | |")
+            lines.append(f"| {r['variant']} | {r['padding']:.0%} | error: {r['error'][:80]} | | | | | |")
         else:
             lines.append(f"| {r['variant']} | {r['padding']:.0%} | {r['samples_per_s']:,.0f} | {r['tokens_per_s']:,.0f} "
-                         f"| {r['mfu']:.1%} | {r['gflop_per_sample']:.1f} | {r['peak_memory_gib']:.1f} |")
+                         f"| {r['mfu']:.1%} | {r['gflop_per_sample']:.1f} | {r['peak_memory_gib']:.1f} "
+                         f"| {r['host_syncs_per_step']} |")
     Path(args.out + ".md").write_text("\n".join(lines) + "\n")
     plot(results, args.out + ".png", meta)
     print("\n".join(lines))

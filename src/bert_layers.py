@@ -5,7 +5,8 @@ BERT (Devlin et al., 2019) with four changes, none of which changes the public A
 1. ALiBi (Press et al., 2021) instead of position embeddings: each head adds -slope * |i - j| to its
    attention scores, so the model runs on any sequence length.
 2. Unpadding: the padding is removed once, at the input; every layer then works on the real tokens only,
-   `(total_tokens, hidden)`, with the sequences' boundaries in `cu_seqlens` / `max_seqlen`.
+   `(total_tokens, hidden)`, with the sequences' boundaries in `cu_seqlens` / `max_seqlen`. Given the
+   token counts the collator took on the host, the step never waits for the GPU to learn a size.
 3. Attention through `src.attention.attention`, which picks FlashAttention (Triton), SDPA or plain torch.
 4. Gated linear units (GEGLU; Shazeer, 2020) in the feed-forward block, switchable off (`use_glu`).
 The MLM head computes logits only where there is a label, which is where the loss needs them.
@@ -15,6 +16,7 @@ Names follow HF BERT where the module is the same (`embeddings.word_embeddings`,
 `src.mosaic_bert.hf_bert_to_mosaic_state_dict` maps HF BERT weights onto these names.
 """
 import functools
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -30,7 +32,7 @@ from transformers.modeling_outputs import (
 )
 
 from src.attention import alibi_slopes, attention
-from src.bert_padding import pad_input, unpad_input
+from src.bert_padding import nonzero_of_known_count, pad_input, unpad_input
 from src.configuration_bert import BertConfig
 
 
@@ -242,16 +244,23 @@ class BertModel(BertPreTrainedModel):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
+        real_token_counts: Sequence[int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         """The encoder's output on real tokens: `(hidden (total_tokens, hidden_size), indices, cu_seqlens,
-        max_seqlen)`, with `indices` / `cu_seqlens` / `max_seqlen` as `bert_padding.unpad_input` gives them.
+        max_seqlen)`, with `indices` / `cu_seqlens` / `max_seqlen` as `bert_padding.unpad_input` gives them
+        (`real_token_counts`: see there).
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
+        if torch.compiler.is_compiling():
+            # Under a whole-model torch.compile, reading the list would make its values part of the
+            # compiled graph's guards: a recompilation for every new batch. The compiled graph breaks at
+            # the unpadding anyway.
+            real_token_counts = None
         # Unpadding the ids rather than the embeddings gives the same tensor without embedding the padding.
-        input_ids, indices, cu_seqlens, max_seqlen = unpad_input(input_ids, attention_mask)
+        input_ids, indices, cu_seqlens, max_seqlen = unpad_input(input_ids, attention_mask, real_token_counts)
         token_type_ids = token_type_ids.flatten().index_select(0, indices)
         hidden = self.encoder(self.embeddings(input_ids, token_type_ids), cu_seqlens, max_seqlen)
         return hidden, indices, cu_seqlens, max_seqlen
@@ -291,19 +300,29 @@ class BertForMaskedLM(BertPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        real_token_counts: Sequence[int] | None = None,
+        predicted_token_counts: Sequence[int] | None = None,
     ) -> MaskedLMOutput:
         """With `labels`, `logits` are `(n_predicted, vocab_size)`: one row per label != -100 on a real
         token, in batch-major order, i.e. aligned with `labels[(labels != -100) & attention_mask.bool()]`.
         The decoder (the largest matmul in BERT) then runs on the ~15-30% of tokens that are masked; the loss
         is the same as from full logits. Without labels, `logits` are `(batch, seqlen, vocab_size)`, zeros
         at padding.
+
+        `real_token_counts` and `predicted_token_counts` (per sequence, counted on the host by
+        `text_data.MLMCollator`) are what the forward would otherwise read back from the GPU to size the
+        unpadded and the predicted tensors; given them, a training step never waits for the GPU.
         """
-        hidden, indices, _, _ = self.bert.encode(input_ids, attention_mask, token_type_ids)
+        hidden, indices, _, _ = self.bert.encode(input_ids, attention_mask, token_type_ids, real_token_counts)
         if labels is None:
             return MaskedLMOutput(logits=pad_input(self.head(hidden), indices, *input_ids.shape))
         labels = labels.flatten().index_select(0, indices)
         predicted = labels != -100
-        hidden, labels = hidden[predicted], labels[predicted]
+        if predicted_token_counts is None or torch.compiler.is_compiling():
+            hidden, labels = hidden[predicted], labels[predicted]
+        else:
+            positions = nonzero_of_known_count(predicted, sum(predicted_token_counts))
+            hidden, labels = hidden.index_select(0, positions), labels.index_select(0, positions)
         if self.config.compile_regions:  # fuses the head's GELU and LayerNorm, and the softmax of the loss
             loss, logits = run_compiled(BertForMaskedLM.masked_lm_loss, self, hidden, labels)
         else:

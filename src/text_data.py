@@ -158,12 +158,16 @@ class MLMCollator:
         masked = torch.where(to_random, random_tokens, masked)
         return masked, labels
 
-    def __call__(self, samples: list[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+    def __call__(self, samples: list[Mapping[str, Any]]) -> dict[str, Any]:
         input_ids = torch.tensor([s["input_ids"] for s in samples], dtype=torch.long)
         attention_mask = torch.tensor([s["attention_mask"] for s in samples], dtype=torch.long)
         sample_ids = [s.get("sample_id") for s in samples]
         masked, labels = self.mask_tokens(input_ids, sample_ids)
-        batch = {"input_ids": masked, "attention_mask": attention_mask, "labels": labels}
+        batch = {"input_ids": masked, "attention_mask": attention_mask, "labels": labels,
+                 # Sizes the model would otherwise read back from the GPU (one wait each): Python ints,
+                 # one per sample, so Composer's microbatching splits them with the rows.
+                 "real_token_counts": attention_mask.sum(dim=1).tolist(),
+                 "predicted_token_counts": ((labels != -100) & attention_mask.bool()).sum(dim=1).tolist()}
         if all(i is not None for i in sample_ids):
             batch["sample_id"] = torch.tensor(sample_ids, dtype=torch.long)
         return batch
@@ -339,7 +343,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     for batch_index, batch in enumerate(loader):
         if batch_index >= args.batches:
             break
-        print(f"--- batch {batch_index}: " + ", ".join(f"{k} {tuple(v.shape)}" for k, v in batch.items()))
+        shapes = {k: tuple(v.shape) if isinstance(v, torch.Tensor) else (len(v),) for k, v in batch.items()}
+        print(f"--- batch {batch_index}: " + ", ".join(f"{k} {shape}" for k, shape in shapes.items()))
         for row, ids in enumerate(batch["input_ids"]):
             real = batch["attention_mask"][row].bool()
             print(f"[{row}] input : {tokenizer.decode(ids[real])}")

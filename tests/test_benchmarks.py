@@ -45,7 +45,8 @@ def test_accuracy_speed_and_report_run_end_to_end(synthetic_data, tmp_path):
                     "--steps", "16", "--raw_steps", "2", "--loader_batches", "3", "--out", str(speed_json), *TINY],
                    cwd=tmp_path, check=True)
     speed = json.loads(speed_json.read_text())
-    for key in ("dataloader_samples_per_s", "raw_loop_samples_per_s", "speed_monitor_samples_per_s"):
+    for key in ("dataloader_samples_per_s", "raw_loop_samples_per_s", "raw_loop_live_loader_samples_per_s",
+                "speed_monitor_samples_per_s"):
         assert speed[key] > 0, key
     assert speed["composer_vs_raw"] == pytest.approx(speed["speed_monitor_samples_per_s"]
                                                      / speed["raw_loop_samples_per_s"])

@@ -63,6 +63,25 @@ def test_masked_only_head_equals_full_head_at_masked_positions():
     torch.testing.assert_close(out.loss, full_loss, rtol=1e-6, atol=0)
 
 
+def test_host_side_counts_give_the_same_loss_logits_and_gradients():
+    torch.manual_seed(0)
+    model = BertForMaskedLM(tiny_config(attention_backend="torch"))
+    input_ids, attention_mask, token_type_ids = random_batch([12, 7, 3], 12)
+    labels = torch.where(torch.rand(input_ids.shape, generator=torch.Generator().manual_seed(1)) < 0.4,
+                         input_ids, -100)
+    labels[attention_mask == 0] = -100
+    counts = dict(real_token_counts=[12, 7, 3], predicted_token_counts=(labels != -100).sum(1).tolist())
+    results = []
+    for host_counts in ({}, counts):
+        model.zero_grad()
+        out = model(input_ids, attention_mask, token_type_ids, labels=labels, **host_counts)
+        out.loss.backward()
+        results.append((out.loss, out.logits, [p.grad.clone() for p in model.parameters()]))
+    (loss, logits, grads), (loss_counted, logits_counted, grads_counted) = results
+    assert torch.equal(loss, loss_counted) and torch.equal(logits, logits_counted)
+    assert all(torch.equal(a, b) for a, b in zip(grads, grads_counted))
+
+
 def test_decoder_is_tied_to_word_embeddings():
     model = BertForMaskedLM(tiny_config())
     assert model.head.decoder.weight is model.bert.embeddings.word_embeddings.weight

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from src.bert_padding import attention_mask_from_cu_seqlens, pad_input, unpad_input
@@ -47,3 +48,17 @@ def test_attention_mask_from_cu_seqlens_gives_back_the_same_unpadding():
     _, indices, cu_seqlens, max_seqlen = unpad_input(torch.zeros(3, 7), attention_mask)
     rebuilt = attention_mask_from_cu_seqlens(cu_seqlens, max_seqlen)
     assert torch.equal(rebuilt, attention_mask.bool())
+
+
+def test_host_side_token_counts_give_the_same_unpadding():
+    hidden, attention_mask = _batch()
+    from_the_mask = unpad_input(hidden, attention_mask)
+    from_the_counts = unpad_input(hidden, attention_mask, real_token_counts=[7, 3, 5])
+    for expected, given in zip(from_the_mask, from_the_counts):
+        assert torch.equal(torch.as_tensor(expected), torch.as_tensor(given))
+
+
+def test_a_wrong_host_side_count_is_an_error_not_a_silently_different_batch():
+    hidden, attention_mask = _batch()
+    with pytest.raises(RuntimeError, match="token count does not match the mask"):
+        unpad_input(hidden, attention_mask, real_token_counts=[7, 3, 4])

@@ -46,6 +46,9 @@ def test_masking_rate_and_80_10_10_split(tokenizer):
     assert abs(as_mask.sum() / picked.sum() - 0.8) < 0.03
     assert abs(unchanged.sum() / picked.sum() - 0.1 - 0.1 * 0.8 / len(tokenizer)) < 0.03
     assert torch.equal(batch["input_ids"][~picked], original[~picked])
+    # The sizes the model reads on the host instead of waiting for the GPU: one int per sample.
+    assert batch["real_token_counts"] == torch.tensor(encoded["attention_mask"]).sum(1).tolist()
+    assert batch["predicted_token_counts"] == picked.sum(1).tolist()
 
 
 def test_masks_depend_on_sample_identity_only(tokenizer):
