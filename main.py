@@ -15,7 +15,7 @@ from composer.utils import dist
 from omegaconf import DictConfig
 
 from src.builders import build_model, build_trainer, check_sequence_length, device_batch_size, start_run
-from src.callbacks import MostFrequentTokenBaseline, NonFiniteLossGuard, Preempted, PreemptionCheckpoint
+from src.callbacks import MostFrequentTokenBaseline, Preempted, PreemptionCheckpoint, non_finite_loss_guards
 from src.config import leftover_keys, pop_typed, report_unused, run_cli
 from src.loggers import log_config
 from src.text_data import build_text_dataloader
@@ -43,8 +43,7 @@ def main(cfg: DictConfig, return_trainer: bool = False, do_train: bool = True) -
                                             seed=seed, unused=unused, section="eval_loader")
 
     preemption = PreemptionCheckpoint()
-    # The guard waits for the GPU once per batch, before the backward; it can be turned off to measure that.
-    guard = [NonFiniteLossGuard()] if pop_typed(config, "stop_on_non_finite_loss", bool, True) else []
+    guard = non_finite_loss_guards(pop_typed(config, "stop_on_non_finite_loss", (bool, str), True))
     trainer = build_trainer(config, model, train_loader, eval_loader, unused, extra_callbacks=[*guard, preemption])
     report_unused(unused + leftover_keys(config))
     log_config(trainer, cfg)

@@ -1,6 +1,6 @@
 """Mosaic BERT's GEGLU feed-forward on one GPU: the GLU's element-wise part alone and the whole block,
 eager PyTorch vs torch.compile (static and dynamic token count) vs the Triton kernels (src/fused_geglu.py:
-the flat one the model uses, and the tiled candidate).
+the tiled one the model uses, with its rows per program autotuned, and the flat one it replaced).
 
     python benchmarks/geglu.py            # BERT-base sizes: 32,768 tokens (256 x 128), 768 -> 2 x 3072 -> 768
 
@@ -38,8 +38,8 @@ def glu_triton(gated):
     return geglu_dropout(gated, P)
 
 
-def glu_triton_tiled(gated):
-    return geglu_dropout(gated, P, tiled=True)
+def glu_triton_flat(gated):
+    return geglu_dropout(gated, P, tiled=False)
 
 
 class Block(nn.Module):
@@ -101,9 +101,10 @@ def main() -> None:
     least_bytes = 2 * n * i * (2 + 1 + 2 + 1 + 2)  # bf16: fwd read 2i write i; bwd read 2i + i, write 2i
     rows = []
     glu_variants = {"eager PyTorch": lambda: glu_eager, "torch.compile, static": lambda: compiled(glu_eager, False),
-                    "torch.compile, dynamic": lambda: compiled(glu_eager, True), "Triton kernel": lambda: glu_triton,
-                    "Triton kernel in torch.compile, dynamic": lambda: compiled(glu_triton, True),
-                    "Triton kernel, tiled (candidate)": lambda: glu_triton_tiled}
+                    "torch.compile, dynamic": lambda: compiled(glu_eager, True),
+                    "Triton kernel (tiled)": lambda: glu_triton,
+                    "Triton kernel (tiled) in torch.compile, dynamic": lambda: compiled(glu_triton, True),
+                    "Triton kernel, flat (before session 5)": lambda: glu_triton_flat}
     for name, make in glu_variants.items():
         try:
             ms = time_fwd_bwd(make(), gated)
@@ -112,9 +113,9 @@ def main() -> None:
             rows.append(dict(part="GLU + dropout", variant=name, error=f"{type(error).__name__}: {error}"[:300]))
         print(json.dumps(rows[-1]), flush=True)
     block_variants = {"eager PyTorch": (glu_eager, None), "torch.compile, static": (glu_eager, False),
-                      "torch.compile, dynamic": (glu_eager, True), "Triton kernel, eager": (glu_triton, None),
-                      "Triton kernel, torch.compile dynamic": (glu_triton, True),
-                      "Triton kernel tiled (candidate), torch.compile dynamic": (glu_triton_tiled, True)}
+                      "torch.compile, dynamic": (glu_eager, True), "Triton kernel (tiled), eager": (glu_triton, None),
+                      "Triton kernel (tiled), torch.compile dynamic": (glu_triton, True),
+                      "Triton kernel flat, torch.compile dynamic": (glu_triton_flat, True)}
     for name, (glu, dynamic) in block_variants.items():
         try:
             block = Block(h, i, glu).cuda()

@@ -13,6 +13,9 @@
 #                                              #   GEGLU microbenchmark; then Composer speed on 1 and 2 GPUs
 #   bash benchmarks/h200_session.sh training   # lanes 0+1: time to accuracy (HF | Mosaic at once),
 #                                              # then both GPUs: DDP scaling, GLUE task parallelism
+#   bash benchmarks/h200_session.sh final      # session 5's issue-6 figures: the throughput table + profile
+#                                              #   and GEGLU microbenchmark; Composer speed (default guard |
+#                                              #   before_update guard, side by side); Composer on 2 GPUs
 #   bash benchmarks/h200_session.sh syncfree   # lane 0: throughput of the host-wait-free step, the tiled
 #                                              #   GEGLU and HF + compile, with a profile; lane 1: GEGLU
 #                                              #   microbenchmark, Composer speed with/without the NaN
@@ -99,7 +102,7 @@ throughput)
   if python3 -c '
 import json, sys
 rows = {r["variant"]: r for r in json.load(open("benchmarks/results/geglu.json"))["rows"] if r["part"] == "feed-forward block"}
-fused, inductor = rows.get("Triton kernel, torch.compile dynamic", {}), rows.get("torch.compile, dynamic", {})
+fused, inductor = rows.get("Triton kernel (tiled), torch.compile dynamic", {}), rows.get("torch.compile, dynamic", {})
 sys.exit(0 if "ms" in fused and "ms" in inductor and fused["ms"] < inductor["ms"] else 1)'; then
     speed_args="$speed_args model.model_config.fused_geglu=true"
   fi
@@ -150,6 +153,30 @@ syncfree)
   wait
   step 0,1 110 speed_syncfree_2gpu $launcher -n 2 benchmarks/pretraining.py speed --composer_only \
     --model mosaic_bert --data "$data" --steps 150 --out benchmarks/results/pretraining_speed_syncfree_2gpu.json
+  ;;
+final)
+  # Session 5's figures for issue 6 in one call. Lane 0: the throughput table (the issue's variants and
+  # the recipe's switches one at a time) and the recipe's profile; lane 1: the GEGLU microbenchmark. Then
+  # Composer speed on both GPUs at once, one run each (the default NaN guard | the before_update one),
+  # so both share the host alike; then Composer on both GPUs together (DDP).
+  recipe="Mosaic BERT (full recipe) + regional compile + fused GEGLU"
+  ( step 0 420 throughput python3 benchmarks/throughput.py --variants "HF BERT eager" "HF BERT SDPA" \
+      "HF BERT SDPA + compile" "Mosaic BERT (full recipe)" "Mosaic BERT (full recipe) + regional compile" \
+      "$recipe" "$recipe (flat kernel)" "$recipe, sizes from the GPU" "Mosaic BERT no GLU" \
+      "Mosaic BERT no GLU + regional compile" --profile "$recipe" ) &
+  ( step 1 120 geglu python3 benchmarks/geglu.py ) &
+  wait
+  speed_1gpu() {  # speed_1gpu GPU PORT NAME OVERRIDES...
+    local gpu=$1 port=$2 name=$3; shift 3
+    step "$gpu" 130 "$name" $launcher -n 1 --master_port "$port" benchmarks/pretraining.py speed \
+      --model mosaic_bert --data "$data" --steps 150 --raw_steps 40 --loader_batches 60 \
+      --out "benchmarks/results/$name.json" "$@"
+  }
+  speed_1gpu 0 29501 pretraining_speed_mosaic_1gpu_recipe &
+  speed_1gpu 1 29502 pretraining_speed_mosaic_1gpu_guard_before_update stop_on_non_finite_loss=before_update &
+  wait
+  step 0,1 120 pretraining_speed_mosaic_2gpu_recipe $launcher -n 2 benchmarks/pretraining.py speed --composer_only \
+    --model mosaic_bert --data "$data" --steps 150 --out benchmarks/results/pretraining_speed_mosaic_2gpu_recipe.json
   ;;
 esac
 

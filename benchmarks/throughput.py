@@ -92,20 +92,20 @@ def hf_bert(attn_implementation: str) -> torch.nn.Module:
 
 
 def mosaic_bert(glu: bool, backend: str = "auto", fused_layernorm: bool = True,
-                compile_regions: bool = False, fused_geglu: bool = False, tiled_geglu: bool = False) -> torch.nn.Module:
+                compile_regions: bool = False, fused_geglu: bool = False, flat_geglu: bool = False) -> torch.nn.Module:
     config = BertConfig(vocab_size=VOCAB, use_glu=glu, attention_backend=backend, attention_probs_dropout_prob=0.0,
                         compile_regions=compile_regions, fused_geglu=fused_geglu)
     model = BertForMaskedLM(config)
     if fused_layernorm:
         apply_fused_layernorm(model)
-    if tiled_geglu:  # the candidate kernel of src/fused_geglu.py, swapped in for the default one
+    if flat_geglu:  # the flat kernels of src/fused_geglu.py (the default before session 5) for the tiled ones
         import src.fused_geglu as kernels
 
-        candidate = types.SimpleNamespace(runs_on=kernels.runs_on,
-                                          geglu_dropout=functools.partial(kernels.geglu_dropout, tiled=True))
+        flat = types.SimpleNamespace(runs_on=kernels.runs_on,
+                                     geglu_dropout=functools.partial(kernels.geglu_dropout, tiled=False))
         for module in model.modules():
             if getattr(module, "fused", None) is not None:
-                module.fused = candidate
+                module.fused = flat
     return model
 
 
@@ -119,8 +119,8 @@ VARIANTS = {
     "Mosaic BERT (full recipe) + regional compile": (lambda: mosaic_bert(glu=True, compile_regions=True), True, False),
     "Mosaic BERT (full recipe) + regional compile + fused GEGLU": (
         lambda: mosaic_bert(glu=True, compile_regions=True, fused_geglu=True), True, False),
-    "Mosaic BERT (full recipe) + regional compile + fused GEGLU (tiled kernel)": (
-        lambda: mosaic_bert(glu=True, compile_regions=True, fused_geglu=True, tiled_geglu=True), True, False),
+    "Mosaic BERT (full recipe) + regional compile + fused GEGLU (flat kernel)": (
+        lambda: mosaic_bert(glu=True, compile_regions=True, fused_geglu=True, flat_geglu=True), True, False),
     "Mosaic BERT (full recipe) + regional compile + fused GEGLU, sizes from the GPU": (
         lambda: mosaic_bert(glu=True, compile_regions=True, fused_geglu=True), True, False),
     "Mosaic BERT no GLU": (lambda: mosaic_bert(glu=False), False, False),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import signal
 import sys
 from collections.abc import Mapping, Sequence
@@ -12,6 +13,8 @@ from composer.callbacks import CheckpointSaver
 from composer.core import Callback, State
 from composer.loggers import Logger
 from composer.utils import dist
+
+from src.config import ConfigError
 
 
 class MostFrequentTokenBaseline(Callback):
@@ -100,14 +103,26 @@ def latest_checkpoint(state: State) -> Optional[str]:
 
 
 class NonFiniteLossGuard(Callback):
-    """Stops training at the first NaN or infinite loss, before its gradients reach the weights.
+    """Stops training at the first NaN or infinite loss, before a checkpoint is written from it.
 
-    It raises at `AFTER_LOSS`, before the backward pass and the optimizer step: the weights in memory are
-    those after the previous batch and no checkpoint is written from the bad batch, so the last checkpoint
-    stays the last good one. The message names the batch and its sample ids. All ranks decide together.
+    By default it reads the batch's loss at `BATCH_END` from `state.total_loss_dict`: Python floats that
+    Composer has already averaged over the ranks (a NaN on any rank makes every rank's average NaN, so all
+    ranks stop together) and already waited for, so the check costs the step nothing. The bad batch's
+    update has then reached the weights in memory, but `BATCH_END` comes before `BATCH_CHECKPOINT`: no
+    checkpoint is written from it, and the last checkpoint stays the last good one.
+
+    `before_update=True` checks at `AFTER_LOSS` instead, before the backward pass and the optimizer step, so
+    the weights in memory also stay those of the previous batch (to inspect them). That needs the loss's
+    value in the middle of the step: one GPU wait per batch, which cost ~20% of Composer's samples/s on
+    an H200 (docs/performance.md). The message names the batch and its sample ids either way.
     """
 
+    def __init__(self, before_update: bool = False):
+        self.before_update = before_update
+
     def after_loss(self, state: State, logger: Logger) -> None:
+        if not self.before_update:
+            return
         losses = _losses(state.loss)
         # One flag computed on the device and one wait for it (`.item()`): the check costs the step a
         # single synchronization, not one per loss plus one for the all-reduce. Every rank joins the
@@ -118,20 +133,41 @@ class NonFiniteLossGuard(Callback):
         else:
             flag = state.device.tensor_to_device(torch.zeros(1, dtype=torch.int32))
         dist.all_reduce(flag, reduce_operation="MAX")
-        if not flag.item():
+        if flag.item():
+            values = ", ".join(str(loss.detach().float().cpu().tolist()) for loss in losses)
+            self._stop(state, values, "training stopped before the optimizer step, so no weight was updated from it")
+
+    def batch_end(self, state: State, logger: Logger) -> None:
+        if self.before_update:
             return
-        batch = int(state.timestamp.batch) + 1
-        values = ", ".join(str(loss.detach().float().cpu().tolist()) for loss in losses)
+        losses = getattr(state, "total_loss_dict", None) or {}  # None when fp16 loss scaling skipped the step
+        if all(math.isfinite(value) for value in losses.values()):
+            return
+        values = ", ".join(f"{name} {value}" for name, value in losses.items())
+        self._stop(state, values, "training stopped before any checkpoint was written from it (its update "
+                                  "reached the weights in memory; stop_on_non_finite_loss: before_update "
+                                  "stops before the update, at one GPU wait per batch)")
+
+    def _stop(self, state: State, values: str, what_happened: str) -> None:
+        batch = int(state.timestamp.batch) + (1 if self.before_update else 0)
         ids = state.batch.get("sample_id") if isinstance(state.batch, Mapping) else None
         checkpoint = latest_checkpoint(state)
         raise NonFiniteLossError(
             f"the training loss of batch {batch} (epoch {int(state.timestamp.epoch)}) is not finite ({values}); "
-            "training stopped before the optimizer step, so no weight was updated from it"
-            + (f" and the last checkpoint, {checkpoint}, is from before it" if checkpoint else "")
+            + what_happened
+            + (f"; the last checkpoint, {checkpoint}, is from before it" if checkpoint else "")
             + (f". Sample ids in this batch (on this rank): {ids.tolist()}" if ids is not None else "")
             + ". Usual causes: a learning rate too high (optimizer.lr), no gradient clipping "
               "(algorithms.gradient_clipping), fp16 overflow (use precision: amp_bf16), or bad data in those samples."
         )
+
+
+def non_finite_loss_guards(setting: bool | str) -> list[NonFiniteLossGuard]:
+    """`stop_on_non_finite_loss`: true (free: checked at batch end, before any checkpoint of the batch),
+    before_update (before the optimizer step, at one GPU wait per batch) or false."""
+    if setting not in (True, False, "before_update"):
+        raise ConfigError(f"stop_on_non_finite_loss must be true, false or before_update, got {setting!r}")
+    return [NonFiniteLossGuard(before_update=setting == "before_update")] if setting else []
 
 
 PREEMPTED_EXIT_STATUS = 143  # 128 + SIGTERM, what Composer's own handler and most shells use

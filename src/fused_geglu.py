@@ -15,11 +15,11 @@ Arithmetic in float32 whatever the input dtype.
 `geglu_dropout` is a `torch.library` custom op with its autograd formula registered, so it runs the same
 in eager mode and inside `torch.compile` (where Inductor fuses the work around it and calls it as is).
 
-Measured on an H200 (benchmarks/results/geglu.md, BERT-base sizes): 1.37 ms forward + backward, against
-2.91 ms for Inductor's kernels with a dynamic token count and 2.16 ms eager; that is still only ~1,200
-GB/s of the ~4,800 the memory can do (counting the kernels' own bytes; those timings also included an
-accumulation of the input's gradient that the model does not do, fixed in the benchmark since). The
-tiled kernels below are the next attempt, waiting for their measurement (docs/NOTES.md).
+Measured on an H200 (benchmarks/results/geglu.md, BERT-base sizes, forward + backward): the tiled
+kernels (the default) 0.87 ms, the flat ones 1.08 ms, Inductor's kernels with a dynamic token count
+2.70 ms, eager PyTorch 1.92 ms; in the whole training step the tiled kernels gave +3.4% samples/s at full
+length and +6% with 30% padding (benchmarks/results/throughput_syncfree.md). That is ~1,850 GB/s of the
+~4,800 the memory can do; how many rows a program takes is autotuned (TILED_CONFIGS).
 """
 import os
 
@@ -81,76 +81,88 @@ def _launch_grid(n_elements: int) -> tuple[int]:
     return (triton.cdiv(n_elements, BLOCK),)
 
 
-# The tiled kernels, a candidate not yet measured on a GPU (`tiled=True`; `python benchmarks/geglu.py`
-# compares them): a 2-D grid of (row, tile of 4 x QUARTER columns), so no 64-bit division or remainder
-# per element, and one 32-bit Philox call for four random numbers (one per quarter of the tile) instead
-# of one call per element. The same (seed, row, column) gives the same random number forward and backward.
+# The tiled kernels (the default since session 5: 0.87 ms against the flat kernels' 1.08 ms forward +
+# backward at BERT-base sizes on an H200, benchmarks/results/geglu.md): a 2-D grid of (ROWS rows, a tile of
+# 4 x QUARTER columns), so no 64-bit division or remainder per element, and one 32-bit Philox call for
+# four random numbers (one per quarter of the tile) instead of one call per element. The same (seed, row,
+# column) gives the same random number forward and backward, whatever ROWS each direction picked.
+# ROWS and the warp count are autotuned once per intermediate size (Triton times each configuration on
+# the first call); under the CPU interpreter the first configuration is used.
+TILED_CONFIGS = [triton.Config({"ROWS": rows}, num_warps=warps) for rows in (2, 1, 4, 8) for warps in (4, 8)]
+if os.environ.get("TRITON_INTERPRET") == "1":
+    TILED_CONFIGS = TILED_CONFIGS[:1]
 
 
 @triton.jit
-def _tile_randoms(seed, row, columns, DROPOUT: tl.constexpr):
-    """Four blocks of random uint32 for `columns`, `columns + QUARTER`, ... of `row` (one Philox call)."""
+def _tile_randoms(seed, rows, columns, DROPOUT: tl.constexpr):
+    """Four blocks of random uint32 for `columns`, `columns + QUARTER`, ... of `rows` (one Philox call)."""
     if DROPOUT:
-        zeros = columns * 0
-        return tl.philox(seed, columns, zeros + row, zeros, zeros)
+        zeros = rows * 0 + columns * 0
+        return tl.philox(seed, columns + zeros, rows + zeros, zeros, zeros)
     else:
         return columns, columns, columns, columns  # unused without dropout
 
 
 @triton.jit
-def _forward_quarter(gated_row, out_row, columns, random, p, INTERMEDIATE: tl.constexpr, DROPOUT: tl.constexpr):
-    inside = columns < INTERMEDIATE
-    gate = tl.load(gated_row + columns, mask=inside, other=0.0).to(tl.float32)
-    up = tl.load(gated_row + INTERMEDIATE + columns, mask=inside, other=0.0).to(tl.float32)
+def _forward_quarter(gated_rows, out_rows, in_rows, columns, random, p, INTERMEDIATE: tl.constexpr,
+                     DROPOUT: tl.constexpr):
+    inside = in_rows & (columns < INTERMEDIATE)
+    gate = tl.load(gated_rows + columns, mask=inside, other=0.0).to(tl.float32)
+    up = tl.load(gated_rows + INTERMEDIATE + columns, mask=inside, other=0.0).to(tl.float32)
     out = _geglu(gate, up)
     if DROPOUT:
         out = tl.where(tl.uint_to_uniform_float(random) > p, out / (1.0 - p), 0.0)
-    tl.store(out_row + columns, out.to(out_row.dtype.element_ty), mask=inside)
+    tl.store(out_rows + columns, out.to(out_rows.dtype.element_ty), mask=inside)
+
+
+@triton.autotune(configs=TILED_CONFIGS, key=["INTERMEDIATE"])
+@triton.jit
+def _geglu_forward_tiled_kernel(GATED, OUT, n_rows, seed, p, INTERMEDIATE: tl.constexpr, DROPOUT: tl.constexpr,
+                                QUARTER: tl.constexpr, ROWS: tl.constexpr):
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)[:, None]
+    columns = tl.program_id(1) * 4 * QUARTER + tl.arange(0, QUARTER)[None, :]
+    in_rows = rows < n_rows
+    gated_rows = GATED + rows.to(tl.int64) * 2 * INTERMEDIATE
+    out_rows = OUT + rows.to(tl.int64) * INTERMEDIATE
+    r0, r1, r2, r3 = _tile_randoms(seed, rows, columns, DROPOUT)
+    _forward_quarter(gated_rows, out_rows, in_rows, columns, r0, p, INTERMEDIATE, DROPOUT)
+    _forward_quarter(gated_rows, out_rows, in_rows, columns + QUARTER, r1, p, INTERMEDIATE, DROPOUT)
+    _forward_quarter(gated_rows, out_rows, in_rows, columns + 2 * QUARTER, r2, p, INTERMEDIATE, DROPOUT)
+    _forward_quarter(gated_rows, out_rows, in_rows, columns + 3 * QUARTER, r3, p, INTERMEDIATE, DROPOUT)
 
 
 @triton.jit
-def _geglu_forward_tiled_kernel(GATED, OUT, seed, p, INTERMEDIATE: tl.constexpr, DROPOUT: tl.constexpr,
-                                QUARTER: tl.constexpr):
-    row = tl.program_id(0)
-    columns = tl.program_id(1) * 4 * QUARTER + tl.arange(0, QUARTER)
-    gated_row = GATED + row.to(tl.int64) * 2 * INTERMEDIATE
-    out_row = OUT + row.to(tl.int64) * INTERMEDIATE
-    r0, r1, r2, r3 = _tile_randoms(seed, row, columns, DROPOUT)
-    _forward_quarter(gated_row, out_row, columns, r0, p, INTERMEDIATE, DROPOUT)
-    _forward_quarter(gated_row, out_row, columns + QUARTER, r1, p, INTERMEDIATE, DROPOUT)
-    _forward_quarter(gated_row, out_row, columns + 2 * QUARTER, r2, p, INTERMEDIATE, DROPOUT)
-    _forward_quarter(gated_row, out_row, columns + 3 * QUARTER, r3, p, INTERMEDIATE, DROPOUT)
-
-
-@triton.jit
-def _backward_quarter(grad_out_row, gated_row, grad_gated_row, columns, random, p, INTERMEDIATE: tl.constexpr,
-                      DROPOUT: tl.constexpr):
-    inside = columns < INTERMEDIATE
-    gate = tl.load(gated_row + columns, mask=inside, other=0.0).to(tl.float32)
-    up = tl.load(gated_row + INTERMEDIATE + columns, mask=inside, other=0.0).to(tl.float32)
-    grad = tl.load(grad_out_row + columns, mask=inside, other=0.0).to(tl.float32)
+def _backward_quarter(grad_out_rows, gated_rows, grad_gated_rows, in_rows, columns, random, p,
+                      INTERMEDIATE: tl.constexpr, DROPOUT: tl.constexpr):
+    inside = in_rows & (columns < INTERMEDIATE)
+    gate = tl.load(gated_rows + columns, mask=inside, other=0.0).to(tl.float32)
+    up = tl.load(gated_rows + INTERMEDIATE + columns, mask=inside, other=0.0).to(tl.float32)
+    grad = tl.load(grad_out_rows + columns, mask=inside, other=0.0).to(tl.float32)
     if DROPOUT:
         grad = tl.where(tl.uint_to_uniform_float(random) > p, grad / (1.0 - p), 0.0)
     grad_gate, grad_up = _geglu_gradients(grad, gate, up)
-    tl.store(grad_gated_row + columns, grad_gate.to(grad_gated_row.dtype.element_ty), mask=inside)
-    tl.store(grad_gated_row + INTERMEDIATE + columns, grad_up.to(grad_gated_row.dtype.element_ty), mask=inside)
+    tl.store(grad_gated_rows + columns, grad_gate.to(grad_gated_rows.dtype.element_ty), mask=inside)
+    tl.store(grad_gated_rows + INTERMEDIATE + columns, grad_up.to(grad_gated_rows.dtype.element_ty), mask=inside)
 
 
+@triton.autotune(configs=TILED_CONFIGS, key=["INTERMEDIATE"])
 @triton.jit
-def _geglu_backward_tiled_kernel(GRAD_OUT, GATED, GRAD_GATED, seed, p, INTERMEDIATE: tl.constexpr,
-                                 DROPOUT: tl.constexpr, QUARTER: tl.constexpr):
-    row = tl.program_id(0)
-    columns = tl.program_id(1) * 4 * QUARTER + tl.arange(0, QUARTER)
-    grad_out_row = GRAD_OUT + row.to(tl.int64) * INTERMEDIATE
-    gated_row = GATED + row.to(tl.int64) * 2 * INTERMEDIATE
-    grad_gated_row = GRAD_GATED + row.to(tl.int64) * 2 * INTERMEDIATE
-    r0, r1, r2, r3 = _tile_randoms(seed, row, columns, DROPOUT)
-    _backward_quarter(grad_out_row, gated_row, grad_gated_row, columns, r0, p, INTERMEDIATE, DROPOUT)
-    _backward_quarter(grad_out_row, gated_row, grad_gated_row, columns + QUARTER, r1, p, INTERMEDIATE, DROPOUT)
-    _backward_quarter(grad_out_row, gated_row, grad_gated_row, columns + 2 * QUARTER, r2, p, INTERMEDIATE,
+def _geglu_backward_tiled_kernel(GRAD_OUT, GATED, GRAD_GATED, n_rows, seed, p, INTERMEDIATE: tl.constexpr,
+                                 DROPOUT: tl.constexpr, QUARTER: tl.constexpr, ROWS: tl.constexpr):
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)[:, None]
+    columns = tl.program_id(1) * 4 * QUARTER + tl.arange(0, QUARTER)[None, :]
+    in_rows = rows < n_rows
+    grad_out_rows = GRAD_OUT + rows.to(tl.int64) * INTERMEDIATE
+    gated_rows = GATED + rows.to(tl.int64) * 2 * INTERMEDIATE
+    grad_gated_rows = GRAD_GATED + rows.to(tl.int64) * 2 * INTERMEDIATE
+    r0, r1, r2, r3 = _tile_randoms(seed, rows, columns, DROPOUT)
+    _backward_quarter(grad_out_rows, gated_rows, grad_gated_rows, in_rows, columns, r0, p, INTERMEDIATE, DROPOUT)
+    _backward_quarter(grad_out_rows, gated_rows, grad_gated_rows, in_rows, columns + QUARTER, r1, p, INTERMEDIATE,
                       DROPOUT)
-    _backward_quarter(grad_out_row, gated_row, grad_gated_row, columns + 3 * QUARTER, r3, p, INTERMEDIATE,
-                      DROPOUT)
+    _backward_quarter(grad_out_rows, gated_rows, grad_gated_rows, in_rows, columns + 2 * QUARTER, r2, p,
+                      INTERMEDIATE, DROPOUT)
+    _backward_quarter(grad_out_rows, gated_rows, grad_gated_rows, in_rows, columns + 3 * QUARTER, r3, p,
+                      INTERMEDIATE, DROPOUT)
 
 
 def _quarter(intermediate: int) -> int:
@@ -158,8 +170,8 @@ def _quarter(intermediate: int) -> int:
     return min(256, triton.next_power_of_2(triton.cdiv(intermediate, 4)))
 
 
-def _tiled_grid(n_elements: int, intermediate: int) -> tuple[int, int]:
-    return (n_elements // intermediate, triton.cdiv(intermediate, 4 * _quarter(intermediate)))
+def _tiled_grid(n_rows: int, intermediate: int):
+    return lambda meta: (triton.cdiv(n_rows, meta["ROWS"]), triton.cdiv(intermediate, 4 * _quarter(intermediate)))
 
 
 @torch.library.custom_op("mosaic_bert::geglu_dropout_forward", mutates_args=())
@@ -172,8 +184,9 @@ def _forward(gated: torch.Tensor, p: float, tiled: bool) -> tuple[torch.Tensor, 
     seed = torch.randint(0, 2**31 - 1, (), dtype=torch.int64)
     n_elements = out.numel()
     if n_elements and tiled:
-        _geglu_forward_tiled_kernel[_tiled_grid(n_elements, intermediate)](
-            gated, out, int(seed), p, INTERMEDIATE=intermediate, DROPOUT=p > 0, QUARTER=_quarter(intermediate))
+        n_rows = n_elements // intermediate
+        _geglu_forward_tiled_kernel[_tiled_grid(n_rows, intermediate)](
+            gated, out, n_rows, int(seed), p, INTERMEDIATE=intermediate, DROPOUT=p > 0, QUARTER=_quarter(intermediate))
     elif n_elements:
         _geglu_forward_kernel[_launch_grid(n_elements)](
             gated, out, n_elements, int(seed), p, INTERMEDIATE=intermediate, DROPOUT=p > 0, BLOCK=BLOCK)
@@ -193,8 +206,9 @@ def _backward(grad_out: torch.Tensor, gated: torch.Tensor, seed: torch.Tensor, p
     intermediate = gated.shape[-1] // 2
     n_elements = grad_out.numel()
     if n_elements and tiled:
-        _geglu_backward_tiled_kernel[_tiled_grid(n_elements, intermediate)](
-            grad_out, gated, grad_gated, int(seed), p, INTERMEDIATE=intermediate, DROPOUT=p > 0,
+        n_rows = n_elements // intermediate
+        _geglu_backward_tiled_kernel[_tiled_grid(n_rows, intermediate)](
+            grad_out, gated, grad_gated, n_rows, int(seed), p, INTERMEDIATE=intermediate, DROPOUT=p > 0,
             QUARTER=_quarter(intermediate))
     elif n_elements:
         _geglu_backward_kernel[_launch_grid(n_elements)](
@@ -227,10 +241,10 @@ def runs_on(tensor: torch.Tensor) -> bool:
     return tensor.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def geglu_dropout(gated: torch.Tensor, p: float, tiled: bool = False) -> torch.Tensor:
+def geglu_dropout(gated: torch.Tensor, p: float, tiled: bool = True) -> torch.Tensor:
     """`dropout(gelu(gate) * up, p)` for `gated = [gate | up]` along the last dimension; pass p=0.0 when
-    not training. CUDA tensors (or any device under TRITON_INTERPRET=1). `tiled` picks the candidate
-    kernels (above); the two draw different masks."""
+    not training. CUDA tensors (or any device under TRITON_INTERPRET=1). `tiled=False` picks the flat
+    kernels (one element per lane, the default before session 5); the two draw different masks."""
     if gated.shape[-1] % 2:
         raise ValueError(f"geglu_dropout: the last dimension ({gated.shape[-1]}) must be [gate | up], even.")
     return _forward(gated, float(p), bool(tiled))[0]

@@ -244,7 +244,7 @@ def nan_run(synthetic_data, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(builders.CALLBACKS, "fault_probe", FaultProbe)
         trainer = main(load_config(str(TEST_YAML), overrides(
-            synthetic_data, folder, "callbacks.fault_probe.nan_at=3",
+            synthetic_data, folder, "callbacks.fault_probe.nan_at=3", "stop_on_non_finite_loss=before_update",
             "algorithms.gradient_clipping.clipping_threshold=0.001")), return_trainer=True, do_train=False)
         with pytest.raises(NonFiniteLossError) as raised:
             trainer.fit()
@@ -264,6 +264,24 @@ def test_nan_loss_stops_at_its_batch_before_any_update(nan_run):
         torch.testing.assert_close(value, saved[name], rtol=0, atol=0, msg=name)
 
 
+def test_by_default_a_nan_loss_stops_the_run_before_its_checkpoint(synthetic_data, tmp_path):
+    """The default guard reads the loss Composer has already gathered (no GPU wait): the bad update
+    reaches the weights in memory, but no checkpoint is written from it."""
+    folder = tmp_path / "run"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(builders.CALLBACKS, "fault_probe", FaultProbe)
+        trainer = main(load_config(str(TEST_YAML), overrides(synthetic_data, folder, "callbacks.fault_probe.nan_at=3")),
+                       return_trainer=True, do_train=False)
+        with pytest.raises(NonFiniteLossError) as raised:
+            trainer.fit()
+    error = str(raised.value)
+    assert error.startswith("the training loss of batch 3 (epoch 0) is not finite (loss/train/total nan); "
+                            "training stopped before any checkpoint was written from it")
+    assert f"the last checkpoint, {folder / CHECKPOINT.format(2)}, is from before it" in error
+    assert "Sample ids in this batch (on this rank): [" in error
+    assert listing(folder) == {CHECKPOINT.format(2): "", "latest-rank0.pt": CHECKPOINT.format(2)}
+
+
 def test_gradient_clipping_threshold_from_the_config_is_applied(nan_run):
     norms = nan_run["norms"]
     assert len(norms) == 2  # batches 1 and 2 (batch 3 stopped before its backward pass)
@@ -271,19 +289,23 @@ def test_gradient_clipping_threshold_from_the_config_is_applied(nan_run):
         assert before > 0.01 and after == pytest.approx(0.001, rel=1e-4)
 
 
-@pytest.mark.parametrize("setting, guarded", [([], True), (["stop_on_non_finite_loss=false"], False)])
-def test_the_guard_is_on_unless_turned_off(pretrain_cfg, setting, guarded):
+@pytest.mark.parametrize("setting, guards", [([], [False]), (["stop_on_non_finite_loss=before_update"], [True]),
+                                             (["stop_on_non_finite_loss=false"], [])])
+def test_the_guard_is_on_unless_turned_off(pretrain_cfg, setting, guards):
     trainer = main(pretrain_cfg(*setting), return_trainer=True, do_train=False)
-    assert any(isinstance(cb, NonFiniteLossGuard) for cb in trainer.state.callbacks) == guarded
+    assert [cb.before_update for cb in trainer.state.callbacks if isinstance(cb, NonFiniteLossGuard)] == guards
     trainer.close()
 
 
 def test_infinite_loss_is_caught_too():
     from types import SimpleNamespace
     state = SimpleNamespace(loss={"total": torch.tensor(float("-inf"))}, timestamp=SimpleNamespace(batch=41, epoch=2),
-                            batch={"sample_id": torch.tensor([5, 9])}, callbacks=[])
+                            batch={"sample_id": torch.tensor([5, 9])}, callbacks=[],
+                            total_loss_dict={"loss/train/total": float("-inf")})
     with pytest.raises(NonFiniteLossError, match=r"batch 42 \(epoch 2\) is not finite \(-inf\).*\[5, 9\]"):
-        NonFiniteLossGuard().after_loss(state, None)
+        NonFiniteLossGuard(before_update=True).after_loss(state, None)
+    with pytest.raises(NonFiniteLossError, match=r"batch 41 \(epoch 2\) is not finite \(loss/train/total -inf\)"):
+        NonFiniteLossGuard().batch_end(state, None)
 
 
 @pytest.mark.parametrize("override, pattern", [
@@ -291,6 +313,8 @@ def test_infinite_loss_is_caught_too():
     (["device_eval_batch_size=0"], r"device_eval_batch_size must be positive, got 0"),
     (["device_train_microbatch_size=0"], r"device_train_microbatch_size must be a positive integer or auto, got 0"),
     (["save_overwrite=maybe"], r"save_overwrite must be true or false, got 'maybe' \(str\)"),
+    (["stop_on_non_finite_loss=sometimes"], r"stop_on_non_finite_loss must be true, false or before_update, "
+                                            r"got 'sometimes'"),
     (["max_duration=[8]"], r"max_duration must be a string or an integer, got \[8\] \(list\)"),
     (["max_seq_len=256"], r"train_loader.dataset.max_seq_len \(256\) is longer than the model's 128 position "
                           r"embeddings: use max_seq_len <= 128"),
