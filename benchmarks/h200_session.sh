@@ -16,6 +16,8 @@
 #   bash benchmarks/h200_session.sh final      # session 5's issue-6 figures: the throughput table + profile
 #                                              #   and GEGLU microbenchmark; Composer speed (default guard |
 #                                              #   before_update guard, side by side); Composer on 2 GPUs
+#   bash benchmarks/h200_session.sh scaling    # Composer 1 and 2 GPUs alone; raw DDP 1/2 GPUs (+ profile,
+#                                              #   bf16 gradients); the recipe's rows three times each
 #   bash benchmarks/h200_session.sh syncfree   # lane 0: throughput of the host-wait-free step, the tiled
 #                                              #   GEGLU and HF + compile, with a profile; lane 1: GEGLU
 #                                              #   microbenchmark, Composer speed with/without the NaN
@@ -177,6 +179,23 @@ final)
   wait
   step 0,1 120 pretraining_speed_mosaic_2gpu_recipe $launcher -n 2 benchmarks/pretraining.py speed --composer_only \
     --model mosaic_bert --data "$data" --steps 150 --out benchmarks/results/pretraining_speed_mosaic_2gpu_recipe.json
+  ;;
+scaling)
+  # Session 5, last call: what the 2-GPU scaling is made of. Composer on one GPU alone, then on two
+  # (the host to itself each time); the raw DDP loop without Composer on one and two GPUs (with a profile
+  # of rank 0, and with bf16 gradients); then the noisy 30%-padding rows of the table, three times each.
+  step 0 120 pretraining_speed_mosaic_1gpu_alone $launcher -n 1 benchmarks/pretraining.py speed \
+    --model mosaic_bert --data "$data" --steps 150 --raw_steps 40 --loader_batches 60 \
+    --out benchmarks/results/pretraining_speed_mosaic_1gpu_alone.json
+  step 0,1 110 pretraining_speed_mosaic_2gpu_alone $launcher -n 2 benchmarks/pretraining.py speed --composer_only \
+    --model mosaic_bert --data "$data" --steps 150 --out benchmarks/results/pretraining_speed_mosaic_2gpu_alone.json
+  rm -f benchmarks/results/ddp_scaling.jsonl
+  step 0 90 ddp_1gpu torchrun --nproc_per_node 1 benchmarks/ddp_scaling.py
+  step 0,1 100 ddp_2gpu torchrun --nproc_per_node 2 benchmarks/ddp_scaling.py --profile
+  step 0,1 90 ddp_2gpu_bf16 torchrun --nproc_per_node 2 benchmarks/ddp_scaling.py --bf16_gradients
+  recipe="Mosaic BERT (full recipe) + regional compile + fused GEGLU"
+  step 0 150 throughput_repeats python3 benchmarks/throughput.py --out benchmarks/results/throughput_repeats \
+    --paddings 0.3 0.0 --repeats 3 --variants "$recipe" "$recipe (flat kernel)" "$recipe, sizes from the GPU"
   ;;
 esac
 

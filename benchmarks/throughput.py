@@ -131,6 +131,7 @@ VARIANTS = {
 
 
 KERNEL_CATEGORIES = [  # (category, substrings of CUDA kernel names), first match wins
+    ("communication (NCCL)", ("nccl",)),
     ("attention", ("_short_fwd", "_short_bwd", "_fwd_kernel", "_bwd_kernel", "_bwd_preprocess", "_block_table",
                    "flash", "fmha", "attention", "softmax")),
     ("matmul", ("gemm", "nvjet", "cutlass", "xmma", "cublas", "sm90_", "sm80_", "wgmma")),
@@ -146,6 +147,23 @@ def kernel_category(name: str) -> str:
         if any(p in lowered for p in patterns):
             return category
     return "other element-wise / reductions"
+
+
+def gpu_ms_by_kernel(prof, steps: int) -> dict[str, float]:
+    """GPU milliseconds per step of each CUDA kernel in a torch.profiler run of `steps` steps."""
+    kernels: dict[str, float] = {}
+    for event in prof.key_averages():
+        gpu_us = getattr(event, "self_device_time_total", None) or getattr(event, "self_cuda_time_total", 0)
+        if gpu_us > 0 and event.device_type == torch.autograd.DeviceType.CUDA:
+            kernels[event.key] = kernels.get(event.key, 0.0) + gpu_us / 1000 / steps
+    return kernels
+
+
+def gpu_ms_by_category(prof, steps: int) -> dict[str, float]:
+    categories: dict[str, float] = {}
+    for kernel, ms in gpu_ms_by_kernel(prof, steps).items():
+        categories[kernel_category(kernel)] = categories.get(kernel_category(kernel), 0.0) + ms
+    return categories
 
 
 def training_step(name: str, dynamic: bool):
@@ -190,15 +208,9 @@ def profile(name: str, batch_size: int, seqlen: int, steps: int = 5) -> str:
             step(batch)
         torch.cuda.synchronize()
     wall_ms = (time.perf_counter() - started) * 1000 / steps
-    kernels: dict[str, float] = {}
-    for event in prof.key_averages():
-        gpu_us = getattr(event, "self_device_time_total", None) or getattr(event, "self_cuda_time_total", 0)
-        if gpu_us > 0 and event.device_type == torch.autograd.DeviceType.CUDA:
-            kernels[event.key] = kernels.get(event.key, 0.0) + gpu_us / 1000 / steps
+    kernels = gpu_ms_by_kernel(prof, steps)
     busy_ms = sum(kernels.values())
-    categories: dict[str, float] = {}
-    for kernel, ms in kernels.items():
-        categories[kernel_category(kernel)] = categories.get(kernel_category(kernel), 0.0) + ms
+    categories = gpu_ms_by_category(prof, steps)
     flops = train_flops(batch, glu)
     lines = [f"### {name}, batch {batch_size} x {seqlen}, full length", "",
              f"Step {wall_ms:.2f} ms under the profiler (its overhead included); GPU busy {busy_ms:.2f} ms "
@@ -272,38 +284,43 @@ def main() -> None:
     parser.add_argument("--seqlen", type=int, default=128)
     parser.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results" / "throughput"))
     parser.add_argument("--profile", nargs="*", default=[], metavar="VARIANT", help="variants to profile")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="measure every variant this many times, interleaved; the table gives the median run")
     args = parser.parse_args()
     steps, warmup = (10, 5) if args.quick else (30, 10)
 
-    results = []
-    for padding in args.paddings:
-        for name in args.variants:
-            try:
-                result = measure(name, padding, steps, warmup, args.batch_size, args.seqlen)
-            except Exception as error:  # one broken variant must not hide the others' numbers
-                result = dict(variant=name, padding=padding, error=f"{type(error).__name__}: {error}"[:500])
-            results.append(result)
-            print(json.dumps(result), flush=True)
+    runs = []
+    for _ in range(args.repeats):  # interleaved, so that a slow spell of the host hits every variant alike
+        for padding in args.paddings:
+            for name in args.variants:
+                try:
+                    result = measure(name, padding, steps, warmup, args.batch_size, args.seqlen)
+                except Exception as error:  # one broken variant must not hide the others' numbers
+                    result = dict(variant=name, padding=padding, error=f"{type(error).__name__}: {error}"[:500])
+                runs.append(result)
+                print(json.dumps(result), flush=True)
+    results = median_runs(runs)
 
     import triton
     import transformers
     meta = dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__,
                 transformers=transformers.__version__, python=platform.python_version(),
                 batch_size=args.batch_size, seqlen=args.seqlen, peak_tflops=PEAK_TFLOPS,
-                command="python benchmarks/throughput.py" + (" --quick" if args.quick else ""))
+                repeats=args.repeats, command=" ".join(["python benchmarks/throughput.py", *sys.argv[1:]]))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out + ".json").write_text(json.dumps(dict(meta=meta, results=results), indent=1))
+    Path(args.out + ".json").write_text(json.dumps(dict(meta=meta, results=results, runs=runs), indent=1))
     lines = [f"{meta['gpu']}, torch {meta['torch']}, triton {meta['triton']}, transformers {meta['transformers']}; "
              f"batch {args.batch_size} x {args.seqlen}, bf16 autocast, fused AdamW; `{meta['command']}`", "",
-             "| variant | padding | samples/s | tokens/s | MFU | GFLOP/sample | peak GiB | host waits/step |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| variant | padding | samples/s | tokens/s | MFU | GFLOP/sample | peak GiB | host waits/step | "
+             "samples/s of each run |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['variant']} | {r['padding']:.0%} | error: {r['error'][:80]} | | | | | |")
+            lines.append(f"| {r['variant']} | {r['padding']:.0%} | error: {r['error'][:80]} | | | | | | |")
         else:
             lines.append(f"| {r['variant']} | {r['padding']:.0%} | {r['samples_per_s']:,.0f} | {r['tokens_per_s']:,.0f} "
                          f"| {r['mfu']:.1%} | {r['gflop_per_sample']:.1f} | {r['peak_memory_gib']:.1f} "
-                         f"| {r['host_syncs_per_step']} |")
+                         f"| {r['host_syncs_per_step']} | {', '.join(f'{x:,.0f}' for x in r['samples_per_s_runs'])} |")
     Path(args.out + ".md").write_text("\n".join(lines) + "\n")
     plot(results, args.out + ".png", meta)
     print("\n".join(lines))
@@ -317,6 +334,22 @@ def main() -> None:
                 reports.append(f"### {name}\n\nprofile failed: {type(error).__name__}: {error}\n")
         Path(args.out + "_profile.md").write_text("\n".join(reports))
         print("\n".join(reports))
+
+
+def median_runs(runs: list[dict]) -> list[dict]:
+    """One row per (variant, padding), in first-measured order: the run with the median samples/s, with
+    every run's samples/s beside it (an error if every run failed)."""
+    grouped: dict[tuple, list[dict]] = {}
+    for run in runs:
+        grouped.setdefault((run["variant"], run["padding"]), []).append(run)
+    rows = []
+    for group in grouped.values():
+        ok = sorted((r for r in group if "error" not in r), key=lambda r: r["samples_per_s"])
+        if not ok:
+            rows.append(group[0])
+            continue
+        rows.append({**ok[(len(ok) - 1) // 2], "samples_per_s_runs": [r["samples_per_s"] for r in group if "error" not in r]})
+    return rows
 
 
 def plot(results: list[dict], path: str, meta: dict) -> None:
