@@ -190,9 +190,9 @@ scaling)
   step 0,1 110 pretraining_speed_mosaic_2gpu_alone $launcher -n 2 benchmarks/pretraining.py speed --composer_only \
     --model mosaic_bert --data "$data" --steps 150 --out benchmarks/results/pretraining_speed_mosaic_2gpu_alone.json
   rm -f benchmarks/results/ddp_scaling.jsonl
-  step 0 90 ddp_1gpu torchrun --nproc_per_node 1 benchmarks/ddp_scaling.py
-  step 0,1 100 ddp_2gpu torchrun --nproc_per_node 2 benchmarks/ddp_scaling.py --profile
-  step 0,1 90 ddp_2gpu_bf16 torchrun --nproc_per_node 2 benchmarks/ddp_scaling.py --bf16_gradients
+  step 0 90 ddp_1gpu python3 -m torch.distributed.run --nproc_per_node 1 benchmarks/ddp_scaling.py
+  step 0,1 100 ddp_2gpu python3 -m torch.distributed.run --nproc_per_node 2 benchmarks/ddp_scaling.py --profile
+  step 0,1 90 ddp_2gpu_bf16 python3 -m torch.distributed.run --nproc_per_node 2 benchmarks/ddp_scaling.py --bf16_gradients
   recipe="Mosaic BERT (full recipe) + regional compile + fused GEGLU"
   step 0 150 throughput_repeats python3 benchmarks/throughput.py --out benchmarks/results/throughput_repeats \
     --paddings 0.3 0.0 --repeats 3 --variants "$recipe" "$recipe (flat kernel)" "$recipe, sizes from the GPU"
