@@ -18,6 +18,7 @@
 #                                              #   before_update guard, side by side); Composer on 2 GPUs
 #   bash benchmarks/h200_session.sh scaling    # Composer 1 and 2 GPUs alone; raw DDP 1/2 GPUs (+ profile,
 #                                              #   bf16 gradients); the recipe's rows three times each
+#   DATA=DIR bash benchmarks/h200_session.sh pretokenized   # Composer speed on pre-tokenized MDS in DIR
 #   bash benchmarks/h200_session.sh syncfree   # lane 0: throughput of the host-wait-free step, the tiled
 #                                              #   GEGLU and HF + compile, with a profile; lane 1: GEGLU
 #                                              #   microbenchmark, Composer speed with/without the NaN
@@ -196,6 +197,12 @@ scaling)
   recipe="Mosaic BERT (full recipe) + regional compile + fused GEGLU"
   step 0 150 throughput_repeats python3 benchmarks/throughput.py --out benchmarks/results/throughput_repeats \
     --paddings 0.3 0.0 --repeats 3 --variants "$recipe" "$recipe (flat kernel)" "$recipe, sizes from the GPU"
+  ;;
+pretokenized)
+  # Composer speed of the recipe on one GPU with DATA pre-tokenized (convert_dataset.py --tokenizer).
+  step 0 150 pretraining_speed_mosaic_1gpu_pretokenized $launcher -n 1 benchmarks/pretraining.py speed \
+    --model mosaic_bert --data "$data" --steps 120 --raw_steps 30 --loader_batches 60 \
+    --out benchmarks/results/pretraining_speed_mosaic_1gpu_pretokenized.json
   ;;
 esac
 

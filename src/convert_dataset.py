@@ -13,13 +13,22 @@ object store and be streamed to any number of nodes and dataloader workers.
     # Plain text, one sample per line
     python src/convert_dataset.py --dataset text --data_files train=corpus.txt --out_root ./my-data --splits train
 
+    # Pre-tokenized (the dataloader then only pads): the same samples the loader would tokenize itself
+    python src/convert_dataset.py --dataset json --data_files train=raw/train/*.json.gz --out_root ./my-data-tok \
+        --splits train --tokenizer bert-base-uncased --max_seq_len 128
+
 BERT does not concatenate samples: each document becomes one sample that the dataloader pads or
-truncates to `max_seq_len`, so there is no `--concat_tokens` here.
+truncates to `max_seq_len`, so there is no `--concat_tokens` here. With `--tokenizer`, the documents are
+tokenized (and truncated to `--max_seq_len`) once, here, instead of by every dataloader worker on every
+epoch; tokenization was 62% of the dataloader's CPU time on the synthetic corpus (docs/performance.md).
+The split folder then holds `pretokenized.json` (tokenizer, vocabulary size, max_seq_len), which the
+dataloader checks against its own.
 """
 from __future__ import annotations
 
 import argparse
 import glob
+import json
 import os
 import shutil
 import sys
@@ -30,6 +39,7 @@ from typing import Iterable, Optional
 if __package__ in (None, ""):  # run as `python src/convert_dataset.py`
     sys.path[0] = str(Path(__file__).resolve().parent.parent)  # the repo root, not src/
 
+import numpy as np
 from tqdm import tqdm
 
 
@@ -110,20 +120,63 @@ def iterate_local(fmt: str, data_files: dict[str, list[str]], split: str) -> tup
     return iter(dataset), len(dataset)
 
 
+PRETOKENIZED_INFO = "pretokenized.json"
+TOKENIZE_BATCH = 1000  # documents per call to the (Rust, multi-threaded) tokenizer
+
+
+@dataclass(frozen=True)
+class Pretokenize:
+    """`--tokenizer` / `--max_seq_len`: store token ids instead of text."""
+    tokenizer_name: str
+    max_seq_len: int
+
+    def info(self, tokenizer) -> dict:
+        return {"tokenizer": self.tokenizer_name, "vocab_size": len(tokenizer), "max_seq_len": self.max_seq_len}
+
+
 def write_mds(samples: Iterable[dict], out: str, total: Optional[int], compression: Optional[str],
-              text_column: str, description: str, hashes: Optional[list[str]] = None) -> int:
+              text_column: str, description: str, hashes: Optional[list[str]] = None,
+              pretokenize: Optional[Pretokenize] = None) -> int:
     from streaming import MDSWriter
 
+    tokenizer = None
+    columns = {"text": "str"}
+    if pretokenize is not None:
+        from src.tokenization import load_tokenizer
+
+        tokenizer = load_tokenizer(pretokenize.tokenizer_name)
+        dtype = "uint16" if len(tokenizer) <= 2**16 else "int32"
+        columns = {"input_ids": f"ndarray:{dtype}"}
     count = 0
-    with MDSWriter(out=out, columns={"text": "str"}, compression=compression, hashes=hashes) as writer:
+    with MDSWriter(out=out, columns=columns, compression=compression, hashes=hashes) as writer:
+        texts: list[str] = []
+
+        def flush() -> None:
+            if not texts:
+                return
+            if tokenizer is None:
+                for text in texts:
+                    writer.write({"text": text})
+            else:  # the same call as the dataloader's on-the-fly tokenization, without the padding
+                encoded = tokenizer(texts, truncation=True, max_length=pretokenize.max_seq_len,
+                                    return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+                for ids in encoded:
+                    writer.write({"input_ids": np.asarray(ids, dtype=dtype)})
+            texts.clear()
+
         for sample in tqdm(samples, total=total, desc=description, unit=" samples", dynamic_ncols=True):
             if text_column not in sample:
                 raise ConversionError(
                     f"sample {count} has no {text_column!r} column (columns: {', '.join(sample)}); "
                     f"pass --text_column NAME"
                 )
-            writer.write({"text": sample[text_column]})
+            texts.append(sample[text_column])
             count += 1
+            if len(texts) == TOKENIZE_BATCH:
+                flush()
+        flush()
+    if tokenizer is not None and "://" not in out:
+        Path(out, PRETOKENIZED_INFO).write_text(json.dumps(pretokenize.info(tokenizer), indent=1) + "\n")
     return count
 
 
@@ -152,7 +205,8 @@ def check_remote_split_absent(remote_split: str) -> None:
 
 def convert_dataset(dataset: str, out_root: str, splits: list[str], data_subset: Optional[str] = None,
                     data_files: Optional[dict[str, list[str]]] = None, compression: Optional[str] = None,
-                    text_column: str = "text", hashes: Optional[list[str]] = None) -> dict[str, int]:
+                    text_column: str = "text", hashes: Optional[list[str]] = None,
+                    pretokenize: Optional[Pretokenize] = None) -> dict[str, int]:
     """Convert each split to `<out_root>/<split>/`; returns the number of samples written per split.
 
     Local output is written to a hidden `.partial` folder first and renamed when complete, so a crash or
@@ -188,14 +242,15 @@ def convert_dataset(dataset: str, out_root: str, splits: list[str], data_subset:
         if remote:
             # MDSWriter stages shards in a local temporary folder and uploads each as it closes.
             written[split] = write_mds(samples, f"{out_root.rstrip('/')}/{split}", total, compression,
-                                       text_column, split, hashes)
+                                       text_column, split, hashes, pretokenize)
             print(f"wrote {written[split]:,} samples to {out_root.rstrip('/')}/{split}")
             continue
         target = Path(out_root, split)
         partial = Path(out_root, f".{split}.partial")
         shutil.rmtree(partial, ignore_errors=True)
         try:
-            written[split] = write_mds(samples, str(partial), total, compression, text_column, split, hashes)
+            written[split] = write_mds(samples, str(partial), total, compression, text_column, split, hashes,
+                                       pretokenize)
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
@@ -218,6 +273,10 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--hashes", nargs="+", default=None, metavar="ALGORITHM",
                         help="hashes to record per shard, e.g. xxh64; readers check them with validate_hash")
     parser.add_argument("--text_column", default="text")
+    parser.add_argument("--tokenizer", default=None,
+                        help="store token ids (tokenized with this hub name or folder) instead of text")
+    parser.add_argument("--max_seq_len", type=int, default=None,
+                        help="with --tokenizer: truncate each document to this many tokens (the loader's max_seq_len)")
     return parser.parse_args(argv)
 
 
@@ -225,9 +284,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     try:
         data_files = parse_data_files(args.data_files) if args.data_files else None
+        if (args.tokenizer is None) != (args.max_seq_len is None) or (args.max_seq_len or 1) <= 0:
+            raise ConversionError("--tokenizer and --max_seq_len go together (pre-tokenized output; e.g. "
+                                  "--tokenizer bert-base-uncased --max_seq_len 128), with max_seq_len positive")
+        pretokenize = Pretokenize(args.tokenizer, args.max_seq_len) if args.tokenizer else None
         convert_dataset(args.dataset, args.out_root, args.splits, data_subset=args.data_subset,
                         data_files=data_files, compression=args.compression, text_column=args.text_column,
-                        hashes=args.hashes)
+                        hashes=args.hashes, pretokenize=pretokenize)
     except ConversionError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

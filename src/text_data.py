@@ -197,6 +197,26 @@ def check_local_split(local: str, split: Optional[str], validate_hash: Optional[
             f"or convert the dataset again. {PREPARE_HINT}")
 
 
+def check_pretokenized(local: str, split: Optional[str], tokenizer: PreTrainedTokenizerBase, max_seq_len: int) -> None:
+    """A split that convert_dataset.py pre-tokenized must match the loader: the same vocabulary, and the
+    same max_seq_len (a longer one would give other samples than tokenizing on the fly, a shorter one would
+    cut each document's final [SEP])."""
+    info_file = (Path(local, split) if split else Path(local)) / "pretokenized.json"
+    if not info_file.is_file():
+        return
+    info = json.loads(info_file.read_text())
+    if info["vocab_size"] != len(tokenizer):
+        raise DataConfigError(
+            f"{info_file.parent} was tokenized with {info['tokenizer']} ({info['vocab_size']} tokens), and this "
+            f"run's tokenizer {tokenizer.name_or_path} has {len(tokenizer)}: convert the text again with "
+            f"--tokenizer {tokenizer.name_or_path}, or use the tokenizer it was made with")
+    if info["max_seq_len"] != max_seq_len:
+        raise DataConfigError(
+            f"{info_file.parent} was tokenized with --max_seq_len {info['max_seq_len']} and the loader's "
+            f"max_seq_len is {max_seq_len}: set max_seq_len {info['max_seq_len']}, or convert the text again "
+            f"with --max_seq_len {max_seq_len}")
+
+
 def check_shard_hash(path: Path, hashes: Mapping[str, str], algorithm: str) -> None:
     if algorithm not in hashes:
         raise DataConfigError(
@@ -276,6 +296,7 @@ def build_text_dataloader(cfg: Mapping[str, Any], tokenizer: PreTrainedTokenizer
             raise DataConfigError("dataset.local is empty: set it to the folder that holds (or caches) the MDS data")
         if remote is None:
             check_local_split(local, split, dataset_cfg.get("validate_hash"))
+            check_pretokenized(local, split, tokenizer, max_seq_len)
         dataset_cfg.update(local=local, remote=remote, split=split)
     dataset_cfg = accepted_kwargs(StreamingDataset.__init__, dataset_cfg, f"{section}.dataset", unused_here)
     remotes = [remote] if remote else [s.remote for s in dataset_cfg.get("streams") or [] if s.remote]

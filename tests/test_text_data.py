@@ -155,3 +155,44 @@ def test_cli_prints_decoded_batches(synthetic_data, capsys):
     out = capsys.readouterr().out
     assert "--- batch 0: input_ids (2, 32)" in out
     assert out.count("[CLS]") == 2 and "masked:" in out
+
+
+def test_pretokenized_mds_gives_the_same_batches_as_tokenizing_on_the_fly(synthetic_data, tokenizer, tmp_path,
+                                                                           monkeypatch):
+    from src import convert_dataset
+    from src.convert_dataset import main as convert
+
+    monkeypatch.setattr(convert_dataset, "TOKENIZE_BATCH", 100)  # 300 documents: the last batch is full
+    raw = synthetic_data["raw"]
+    assert convert(["--dataset", "json", "--data_files", f"val={raw}/validation/*.json.gz", "--splits", "val",
+                    "--out_root", str(tmp_path), "--tokenizer", str(synthetic_data["tokenizer"]),
+                    "--max_seq_len", "64", "--compression", "zstd"]) == 0
+    on_the_fly = build_text_dataloader(loader_cfg(synthetic_data, "val", shuffle=False), tokenizer, 16)
+    pretokenized = build_text_dataloader(loader_cfg(synthetic_data, "val", shuffle=False, local=str(tmp_path)),
+                                         tokenizer, 16)
+    compared = 0
+    for expected, given in zip(on_the_fly, pretokenized):
+        for key in ("input_ids", "attention_mask", "labels", "sample_id"):
+            assert torch.equal(expected[key], given[key]), key
+        assert expected["real_token_counts"] == given["real_token_counts"]
+        compared += 1
+    assert compared == len(on_the_fly) > 5
+    assert (tmp_path / "val" / "pretokenized.json").is_file()
+
+    shorter = loader_cfg(synthetic_data, "val", shuffle=False, local=str(tmp_path), max_seq_len=32)
+    with pytest.raises(DataConfigError, match=r"tokenized with --max_seq_len 64 and the loader's max_seq_len is 32: "
+                                              r"set max_seq_len 64, or convert the text again with --max_seq_len 32"):
+        build_text_dataloader(shorter, tokenizer, 16)
+    info = tmp_path / "val" / "pretokenized.json"
+    info.write_text(info.read_text().replace(f'"vocab_size": {len(tokenizer)}', '"vocab_size": 30522'))
+    with pytest.raises(DataConfigError, match=r"\(30522 tokens\), and this run's tokenizer .* has \d+: convert the "
+                                              r"text again with --tokenizer"):
+        build_text_dataloader(loader_cfg(synthetic_data, "val", shuffle=False, local=str(tmp_path)), tokenizer, 16)
+
+
+def test_pretokenizing_needs_both_flags(tmp_path, capsys):
+    from src.convert_dataset import main as convert
+
+    assert convert(["--dataset", "text", "--data_files", f"train={__file__}", "--out_root", str(tmp_path),
+                    "--splits", "train", "--tokenizer", "bert-base-uncased"]) == 2
+    assert "--tokenizer and --max_seq_len go together" in capsys.readouterr().err
