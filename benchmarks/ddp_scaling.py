@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -93,17 +92,8 @@ def main() -> None:
 
 def profile_categories(step, batch, steps: int = 5) -> dict:
     """GPU ms per step by kernel category (benchmarks/throughput.py's, plus NCCL), and the step's wall ms."""
-    from torch.profiler import ProfilerActivity, profile
-
-    torch.cuda.synchronize()
-    started = time.perf_counter()
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        for _ in range(steps):
-            step(batch)
-        torch.cuda.synchronize()
-    categories = {"wall (under the profiler)": (time.perf_counter() - started) * 1000 / steps}
-    for category, ms in throughput.gpu_ms_by_category(prof, steps).items():
-        categories[category] = ms
+    prof, wall_ms = throughput.profile_steps(step, batch, steps)
+    categories = {"wall (under the profiler)": wall_ms, **throughput.gpu_ms_by_category(prof, steps)}
     return {k: round(v, 2) for k, v in categories.items()}
 
 

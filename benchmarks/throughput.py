@@ -149,6 +149,19 @@ def kernel_category(name: str) -> str:
     return "other element-wise / reductions"
 
 
+def profile_steps(step, batch: dict, steps: int):
+    """`(profiler, wall ms per step)` of `steps` calls of `step(batch)` under torch.profiler (CPU + CUDA)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step(batch)
+        torch.cuda.synchronize()
+    return prof, (time.perf_counter() - started) * 1000 / steps
+
+
 def gpu_ms_by_kernel(prof, steps: int) -> dict[str, float]:
     """GPU milliseconds per step of each CUDA kernel in a torch.profiler run of `steps` steps."""
     kernels: dict[str, float] = {}
@@ -194,20 +207,11 @@ def training_step(name: str, dynamic: bool):
 
 def profile(name: str, batch_size: int, seqlen: int, steps: int = 5) -> str:
     """Where one variant's training step spends its GPU time, by kernel category and the top kernels."""
-    from torch.profiler import ProfilerActivity
-    from torch.profiler import profile as torch_profile
-
     step, glu = training_step(name, dynamic=False)
     batch = make_batch(batch_size, seqlen, 0.0, torch.Generator().manual_seed(1))
     for _ in range(10):
         step(batch)
-    torch.cuda.synchronize()
-    started = time.perf_counter()
-    with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        for _ in range(steps):
-            step(batch)
-        torch.cuda.synchronize()
-    wall_ms = (time.perf_counter() - started) * 1000 / steps
+    prof, wall_ms = profile_steps(step, batch, steps)
     kernels = gpu_ms_by_kernel(prof, steps)
     busy_ms = sum(kernels.values())
     categories = gpu_ms_by_category(prof, steps)

@@ -23,7 +23,6 @@ in config.json, so `trust_remote_code=True` loads it without this repository. An
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 import tempfile

@@ -9,7 +9,7 @@ import torch
 from streaming.base.util import clean_stale_shared_memory
 
 from main import main
-from src.config import ConfigError, UnusedConfigWarning, load_config
+from src.config import ConfigError, UnusedConfigWarning
 from tests.conftest import REPO_ROOT, TEST_YAML
 
 
