@@ -19,6 +19,8 @@
 #   bash benchmarks/h200_session.sh scaling    # Composer 1 and 2 GPUs alone; raw DDP 1/2 GPUs (+ profile,
 #                                              #   bf16 gradients); the recipe's rows three times each
 #   DATA=DIR bash benchmarks/h200_session.sh pretokenized   # Composer speed on pre-tokenized MDS in DIR
+#   bash benchmarks/h200_session.sh feeding    # Composer speed with / without pin_memory, side by side
+#                                              #   and swapped (not run yet)
 #   bash benchmarks/h200_session.sh syncfree   # lane 0: throughput of the host-wait-free step, the tiled
 #                                              #   GEGLU and HF + compile, with a profile; lane 1: GEGLU
 #                                              #   microbenchmark, Composer speed with/without the NaN
@@ -60,6 +62,12 @@ pack() {  # a snapshot of every result and log so far: what a call cut off by it
   tar czf "$OUT/.results.$1.tgz" benchmarks/results "$logs" 2>/dev/null && mv -f "$OUT/.results.$1.tgz" "$OUT/results.tgz"
 }
 launcher="python3 -m composer.cli.launcher"
+speed_1gpu() {  # speed_1gpu GPU PORT NAME OVERRIDES...: Composer speed of the Mosaic recipe on one GPU
+  local gpu=$1 port=$2 name=$3; shift 3
+  step "$gpu" 130 "$name" $launcher -n 1 --master_port "$port" benchmarks/pretraining.py speed \
+    --model mosaic_bert --data "$data" --steps 150 --raw_steps 40 --loader_batches 60 \
+    --out "benchmarks/results/$name.json" "$@"
+}
 
 case $stage in
 kernels)
@@ -169,12 +177,6 @@ final)
       "Mosaic BERT no GLU + regional compile" --profile "$recipe" ) &
   ( step 1 120 geglu python3 benchmarks/geglu.py ) &
   wait
-  speed_1gpu() {  # speed_1gpu GPU PORT NAME OVERRIDES...
-    local gpu=$1 port=$2 name=$3; shift 3
-    step "$gpu" 130 "$name" $launcher -n 1 --master_port "$port" benchmarks/pretraining.py speed \
-      --model mosaic_bert --data "$data" --steps 150 --raw_steps 40 --loader_batches 60 \
-      --out "benchmarks/results/$name.json" "$@"
-  }
   speed_1gpu 0 29501 pretraining_speed_mosaic_1gpu_recipe &
   speed_1gpu 1 29502 pretraining_speed_mosaic_1gpu_guard_before_update stop_on_non_finite_loss=before_update &
   wait
@@ -197,6 +199,16 @@ scaling)
   recipe="Mosaic BERT (full recipe) + regional compile + fused GEGLU"
   step 0 150 throughput_repeats python3 benchmarks/throughput.py --out benchmarks/results/throughput_repeats \
     --paddings 0.3 0.0 --repeats 3 --variants "$recipe" "$recipe (flat kernel)" "$recipe, sizes from the GPU"
+  ;;
+feeding)
+  # Next session's first experiment (docs/NOTES.md): does the pin-memory thread cost the Composer step?
+  # A/B side by side on the two GPUs, then swapped, so each arm runs once on each GPU.
+  speed_1gpu 0 29501 pretraining_speed_feeding_pin_a &
+  speed_1gpu 1 29502 pretraining_speed_feeding_no_pin_a train_loader.pin_memory=false &
+  wait
+  speed_1gpu 0 29501 pretraining_speed_feeding_no_pin_b train_loader.pin_memory=false &
+  speed_1gpu 1 29502 pretraining_speed_feeding_pin_b &
+  wait
   ;;
 pretokenized)
   # Composer speed of the recipe on one GPU with DATA pre-tokenized (convert_dataset.py --tokenizer).
