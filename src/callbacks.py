@@ -113,8 +113,8 @@ class NonFiniteLossGuard(Callback):
 
     `before_update=True` checks at `AFTER_LOSS` instead, before the backward pass and the optimizer step, so
     the weights in memory also stay those of the previous batch (to inspect them). That needs the loss's
-    value in the middle of the step: one GPU wait per batch, which cost ~20% of Composer's samples/s on
-    an H200 (docs/performance.md). The message names the batch and its sample ids either way.
+    value in the middle of the step: one GPU wait per batch (3,588 vs 3,734 samples/s, -4%, side by side
+    on two H200s; docs/performance.md). The message names the batch and its sample ids either way.
     """
 
     def __init__(self, before_update: bool = False):
