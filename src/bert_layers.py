@@ -254,11 +254,6 @@ class BertModel(BertPreTrainedModel):
             attention_mask = torch.ones_like(input_ids)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        if torch.compiler.is_compiling():
-            # Under a whole-model torch.compile, reading the list would make its values part of the
-            # compiled graph's guards: a recompilation for every new batch. The compiled graph breaks at
-            # the unpadding anyway.
-            real_token_counts = None
         # Unpadding the ids rather than the embeddings gives the same tensor without embedding the padding.
         input_ids, indices, cu_seqlens, max_seqlen = unpad_input(input_ids, attention_mask, real_token_counts)
         token_type_ids = token_type_ids.flatten().index_select(0, indices)
@@ -313,12 +308,17 @@ class BertForMaskedLM(BertPreTrainedModel):
         `text_data.MLMCollator`) are what the forward would otherwise read back from the GPU to size the
         unpadded and the predicted tensors; given them, a training step never waits for the GPU.
         """
+        if torch.compiler.is_compiling():
+            # Under a whole-model torch.compile, reading the lists would make their values part of the
+            # compiled graph's guards: a recompilation for every new batch. The compiled graph breaks at
+            # the unpadding anyway.
+            real_token_counts = predicted_token_counts = None
         hidden, indices, _, _ = self.bert.encode(input_ids, attention_mask, token_type_ids, real_token_counts)
         if labels is None:
             return MaskedLMOutput(logits=pad_input(self.head(hidden), indices, *input_ids.shape))
         labels = labels.flatten().index_select(0, indices)
         predicted = labels != -100
-        if predicted_token_counts is None or torch.compiler.is_compiling():
+        if predicted_token_counts is None:
             hidden, labels = hidden[predicted], labels[predicted]
         else:
             positions = nonzero_of_known_count(predicted, sum(predicted_token_counts))
