@@ -21,6 +21,8 @@
 #   DATA=DIR bash benchmarks/h200_session.sh pretokenized   # Composer speed on pre-tokenized MDS in DIR
 #   bash benchmarks/h200_session.sh feeding    # Composer speed with / without pin_memory, side by side
 #                                              #   and swapped (not run yet)
+#   bash benchmarks/h200_session.sh optimizer  # session 6: Composer speed with the fused DecoupledAdamW and
+#                                              #   with Composer's; throughput table with both (one GPU)
 #   bash benchmarks/h200_session.sh syncfree   # lane 0: throughput of the host-wait-free step, the tiled
 #                                              #   GEGLU and HF + compile, with a profile; lane 1: GEGLU
 #                                              #   microbenchmark, Composer speed with/without the NaN
@@ -209,6 +211,18 @@ feeding)
   speed_1gpu 0 29501 pretraining_speed_feeding_no_pin_b train_loader.pin_memory=false &
   speed_1gpu 1 29502 pretraining_speed_feeding_pin_b &
   wait
+  ;;
+optimizer)
+  # Session 6: the recipes' decoupled_adamw is now torch's fused AdamW kernel (src/optimizers.py) instead of
+  # Composer's per-parameter loop with a host wait per parameter. Composer speed with each (one GPU, one
+  # after the other), then the throughput table with both optimizers, Inductor's coordinate-descent tuning
+  # and the issue's comparison rows, and the profile with the top 40 kernels.
+  speed_1gpu 0 29501 pretraining_speed_fused_adamw_1gpu
+  speed_1gpu 0 29501 pretraining_speed_composer_adamw_1gpu optimizer.name=composer_decoupled_adamw
+  recipe="Mosaic BERT (full recipe) + regional compile + fused GEGLU"
+  step 0 330 throughput python3 benchmarks/throughput.py --out benchmarks/results/throughput_session6 \
+    --variants "$recipe" "$recipe, Composer's DecoupledAdamW" "$recipe, Inductor coordinate descent" \
+    "HF BERT SDPA + compile" "Mosaic BERT no GLU + regional compile" --profile "$recipe"
   ;;
 pretokenized)
   # Composer speed of the recipe on one GPU with DATA pre-tokenized (convert_dataset.py --tokenizer).

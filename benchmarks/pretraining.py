@@ -22,6 +22,7 @@ import json
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +90,56 @@ def to_device(batch: dict) -> dict:
     return {k: v.to(DEVICE, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
-def raw_loop_rate(cfg, batches: list[dict], steps: int, live=None) -> float:
+class HostWaitCounter(Callback):
+    """Counts the times Composer's training loop makes the host wait for the GPU, over `window` batches
+    from batch `start` (torch's sync debug mode warns at each wait), with the source lines that wait.
+
+    A wait ends the host's lead over the GPU: the GPU then idles while the host queues the next kernels,
+    and any host-side work (collating, copying the next batch) adds to the step instead of hiding behind it.
+    """
+
+    def __init__(self, start: int = 30, window: int = 5):
+        self.start, self.window = start, window
+        self.per_batch: float | None = None
+        self.where: dict[str, int] = {}
+        self._recording = None
+
+    def batch_start(self, state, logger):
+        if DEVICE != "cuda":
+            return
+        batch = int(state.timestamp.batch)
+        if batch == self.start:
+            self._recording = warnings.catch_warnings(record=True)
+            self._caught = self._recording.__enter__()
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+        elif batch == self.start + self.window and self._recording is not None:
+            torch.cuda.set_sync_debug_mode("default")
+            self._recording.__exit__(None, None, None)
+            self._recording = None
+            waits = [w for w in self._caught if "synchroniz" in str(w.message)]
+            self.per_batch = len(waits) / self.window
+            for w in waits:
+                key = f"{Path(w.filename).name}:{w.lineno}"
+                self.where[key] = self.where.get(key, 0) + 1
+
+
+def host_waits_per_step(step, batch) -> int:
+    """Host waits for the GPU in one call of `step(batch)` (torch's sync debug mode; 0 on the CPU)."""
+    if DEVICE != "cuda":
+        return 0
+    synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            step(batch)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
+def raw_loop_rate(cfg, batches: list[dict], steps: int, live=None, waits: dict | None = None) -> float:
     """Samples/s of a plain PyTorch loop (the recipe's model, optimizer, bf16 autocast, fused LayerNorm as in
     the YAML) over batches already on the GPU: what the training step costs without Composer or data.
     With `live` (a dataloader iterator), each step instead takes its next batch and copies it to the GPU, as Composer
@@ -117,6 +167,8 @@ def raw_loop_rate(cfg, batches: list[dict], steps: int, live=None) -> float:
 
     for i in range(10):
         step(on_gpu[i % len(on_gpu)])
+    if waits is not None:
+        waits["raw_loop_host_waits_per_step"] = host_waits_per_step(step, on_gpu[0])
     synchronize()
     started = time.perf_counter()
     for i in range(steps):
@@ -151,15 +203,22 @@ def speed(args) -> None:
                                                                             args.loader_batches)
         result["real_tokens_per_sample"] = statistics.mean(b["attention_mask"].sum().item() / len(b["attention_mask"])
                                                            for b in batches)
-        result["raw_loop_samples_per_s"] = raw_loop_rate(cfg, batches, args.raw_steps)
+        result["raw_loop_samples_per_s"] = raw_loop_rate(cfg, batches, args.raw_steps, waits=result)
         result["raw_loop_live_loader_samples_per_s"] = raw_loop_rate(cfg, batches, args.raw_steps, live)
         del live
         print(json.dumps(result), flush=True)
     dist.barrier()
 
+    from src import builders
+
+    waits = HostWaitCounter(start=min(30, args.steps // 2), window=5)
+    builders.CALLBACKS["host_wait_counter"] = lambda: waits
+    cfg.callbacks["host_wait_counter"] = {}
     started = time.perf_counter()
     pretraining.main(cfg)
     result["composer_wall_s"] = time.perf_counter() - started
+    result["composer_host_waits_per_step"] = waits.per_batch
+    result["composer_host_waits_where"] = waits.where
     if rank0:
         logged = [m for m in jsonl_metrics(metrics_file) if "throughput/samples_per_sec" in m.get("metrics", m)]
         rates = [m.get("metrics", m)["throughput/samples_per_sec"] for m in logged]

@@ -92,7 +92,7 @@ def test_two_processes_train_and_agree(synthetic_data, tmp_path):
 
 @pytest.mark.parametrize("override, message", [
     ("model.name=roberta", "unknown model 'roberta' in model; valid: hf_bert, mosaic_bert"),
-    ("optimizer.name=adamax", "unknown optimizer 'adamax' in optimizer; valid: adamw, decoupled_adamw"),
+    ("optimizer.name=adamax", "unknown optimizer 'adamax' in optimizer; valid: adamw, composer_decoupled_adamw, decoupled_adamw"),
     ("scheduler.name=cyclic", "unknown scheduler 'cyclic' in scheduler; valid: constant, constant_with_warmup"),
     ("callbacks.speedmonitor={}", "unknown callback 'speedmonitor' in callbacks.speedmonitor; valid: "),
     ("loggers.weights_and_biases={}", "unknown logger 'weights_and_biases' in loggers.weights_and_biases; valid: "),
