@@ -31,6 +31,7 @@ from composer.core import Callback
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # the CPU only to try the plumbing with tiny models
 RECIPES = {"hf_bert": "yamls/main/hf-bert-base-uncased.yaml", "mosaic_bert": "yamls/main/mosaic-bert-base-uncased.yaml"}
@@ -101,8 +102,17 @@ class HostWaitCounter(Callback):
     def __init__(self, start: int = 30, window: int = 5):
         self.start, self.window = start, window
         self.per_batch: float | None = None
+        self.loader_ms: list[float] = []  # host ms in Composer's fetch of each batch (all batches)
+        self._fetching = None
         self.where: dict[str, int] = {}
         self._recording = None
+
+    def before_dataloader(self, state, logger):
+        self._fetching = time.perf_counter()
+
+    def after_dataloader(self, state, logger):
+        if self._fetching is not None:
+            self.loader_ms.append((time.perf_counter() - self._fetching) * 1000)
 
     def batch_start(self, state, logger):
         if DEVICE != "cuda":
@@ -122,21 +132,6 @@ class HostWaitCounter(Callback):
             for w in waits:
                 key = f"{Path(w.filename).name}:{w.lineno}"
                 self.where[key] = self.where.get(key, 0) + 1
-
-
-def host_waits_per_step(step, batch) -> int:
-    """Host waits for the GPU in one call of `step(batch)` (torch's sync debug mode; 0 on the CPU)."""
-    if DEVICE != "cuda":
-        return 0
-    synchronize()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            step(batch)
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-    return sum("synchroniz" in str(w.message) for w in caught)
 
 
 def raw_loop_rate(cfg, batches: list[dict], steps: int, live=None, waits: dict | None = None) -> float:
@@ -167,14 +162,29 @@ def raw_loop_rate(cfg, batches: list[dict], steps: int, live=None, waits: dict |
 
     for i in range(10):
         step(on_gpu[i % len(on_gpu)])
-    if waits is not None:
-        waits["raw_loop_host_waits_per_step"] = host_waits_per_step(step, on_gpu[0])
+    if waits is not None and DEVICE == "cuda":
+        import throughput
+
+        waits["raw_loop_host_waits_per_step"] = throughput.count_host_syncs(step, on_gpu[0])
+        waits["raw_loop_host_ms_per_step"] = throughput.host_enqueue_ms(step, on_gpu[0])
     synchronize()
+    waiting_for_batch = queueing = 0.0
     started = time.perf_counter()
     for i in range(steps):
-        step(to_device(next(live)) if live is not None else on_gpu[i % len(on_gpu)])
+        if live is not None:
+            fetch = time.perf_counter()
+            batch = to_device(next(live))
+            queue = time.perf_counter()
+            waiting_for_batch += queue - fetch
+            step(batch)
+            queueing += time.perf_counter() - queue
+        else:
+            step(on_gpu[i % len(on_gpu)])
     synchronize()
     rate = steps * len(batches[0]["input_ids"]) / (time.perf_counter() - started)
+    if live is not None and waits is not None:  # where the fed loop's host time goes, per step
+        waits["raw_loop_live_ms_getting_batch"] = waiting_for_batch * 1000 / steps
+        waits["raw_loop_live_ms_queueing_step"] = queueing * 1000 / steps
     del model, optimizer
     return rate
 
@@ -204,7 +214,7 @@ def speed(args) -> None:
         result["real_tokens_per_sample"] = statistics.mean(b["attention_mask"].sum().item() / len(b["attention_mask"])
                                                            for b in batches)
         result["raw_loop_samples_per_s"] = raw_loop_rate(cfg, batches, args.raw_steps, waits=result)
-        result["raw_loop_live_loader_samples_per_s"] = raw_loop_rate(cfg, batches, args.raw_steps, live)
+        result["raw_loop_live_loader_samples_per_s"] = raw_loop_rate(cfg, batches, args.raw_steps, live, waits=result)
         del live
         print(json.dumps(result), flush=True)
     dist.barrier()
@@ -219,6 +229,8 @@ def speed(args) -> None:
     result["composer_wall_s"] = time.perf_counter() - started
     result["composer_host_waits_per_step"] = waits.per_batch
     result["composer_host_waits_where"] = waits.where
+    steady = waits.loader_ms[len(waits.loader_ms) // 2:]
+    result["composer_ms_getting_batch"] = statistics.mean(steady) if steady else None
     if rank0:
         logged = [m for m in jsonl_metrics(metrics_file) if "throughput/samples_per_sec" in m.get("metrics", m)]
         rates = [m.get("metrics", m)["throughput/samples_per_sec"] for m in logged]

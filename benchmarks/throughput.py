@@ -16,6 +16,10 @@ its MFU shows how much of the chip goes to useful work.
     python benchmarks/throughput.py --quick    # fewer steps
     python benchmarks/throughput.py --profile "Mosaic BERT (full recipe)"   # also: where its step's time goes
 
+"host waits/step" counts the step's waits for the GPU (torch's sync debug mode); "host ms/step" is the
+host's time to queue one step while the GPU is held busy (its launch cost; a step whose launch cost nears
+its GPU time cannot hide any other host work).
+
 --profile runs torch.profiler over a few steps of the named variants (full-length batches) and writes
 benchmarks/results/throughput_profile.md: GPU time per kernel category (matmuls, attention, LayerNorm,
 optimizer, other element-wise work) and the share of the step in which the GPU is idle (host overhead).
@@ -194,7 +198,8 @@ def gpu_ms_by_kernel(prof, steps: int) -> dict[str, float]:
     kernels: dict[str, float] = {}
     for event in prof.key_averages():
         gpu_us = getattr(event, "self_device_time_total", None) or getattr(event, "self_cuda_time_total", 0)
-        if gpu_us > 0 and event.device_type == torch.autograd.DeviceType.CUDA:
+        # "Optimizer.step#AdamW.step" and the like are annotations spanning kernels already counted.
+        if gpu_us > 0 and event.device_type == torch.autograd.DeviceType.CUDA and "#" not in event.key:
             kernels[event.key] = kernels.get(event.key, 0.0) + gpu_us / 1000 / steps
     return kernels
 
@@ -282,6 +287,20 @@ def count_host_syncs(step, batch: dict) -> int:
     return sum("synchroniz" in str(w.message) for w in caught)
 
 
+def host_enqueue_ms(step, batch) -> float | None:
+    """Host milliseconds to queue one call of `step(batch)` while a sleep kernel holds the GPU, so the host
+    never waits for it: the step's launch cost alone. A step whose launch cost approaches its GPU time hides
+    no other host work (collating and copying the next batch, a trainer's bookkeeping). None when the step
+    waited for the GPU after all (a host wait, or a full launch queue)."""
+    torch.cuda.synchronize()
+    torch.cuda._sleep(1_000_000_000)  # about half a second of GPU clock cycles
+    started = time.perf_counter()
+    step(batch)
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    torch.cuda.synchronize()
+    return elapsed_ms if elapsed_ms < 300 else None
+
+
 def measure(name: str, padding: float, steps: int, warmup: int, batch_size: int, seqlen: int) -> dict:
     with inductor_options(name):
         return measure_variant(name, padding, steps, warmup, batch_size, seqlen)
@@ -298,6 +317,8 @@ def measure_variant(name: str, padding: float, steps: int, warmup: int, batch_si
     torch.cuda.synchronize()
     warmup_s = time.perf_counter() - started
     host_syncs = count_host_syncs(step, batches[0])
+    host_ms = statistics.median([ms for ms in map(functools.partial(host_enqueue_ms, step), batches) if ms is not None]
+                                or [float("nan")])
     torch.cuda.reset_peak_memory_stats()
     times = []
     for i in range(steps):
@@ -315,7 +336,8 @@ def measure_variant(name: str, padding: float, steps: int, warmup: int, batch_si
     result = dict(variant=name, padding=padding, samples_per_s=batch_size / step_s, tokens_per_s=tokens / step_s,
                   step_ms=step_s * 1000, tflops=flops / step_s / 1e12, mfu=flops / step_s / 1e12 / PEAK_TFLOPS,
                   gflop_per_sample=flops / batch_size / 1e9, peak_memory_gib=torch.cuda.max_memory_allocated() / 2**30,
-                  warmup_s=warmup_s, final_loss=loss.item(), host_syncs_per_step=host_syncs)
+                  warmup_s=warmup_s, final_loss=loss.item(), host_syncs_per_step=host_syncs,
+                  host_ms_per_step=host_ms)
     del step  # its closure holds the model and the optimizer
     torch.cuda.empty_cache()
     return result
@@ -358,15 +380,16 @@ def main() -> None:
     lines = [f"{meta['gpu']}, torch {meta['torch']}, triton {meta['triton']}, transformers {meta['transformers']}; "
              f"batch {args.batch_size} x {args.seqlen}, bf16 autocast, fused AdamW; `{meta['command']}`", "",
              "| variant | padding | samples/s | tokens/s | MFU | GFLOP/sample | peak GiB | host waits/step | "
-             "samples/s of each run |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+             "host ms/step | GPU ms/step | samples/s of each run |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['variant']} | {r['padding']:.0%} | error: {r['error'][:80]} | | | | | | |")
+            lines.append(f"| {r['variant']} | {r['padding']:.0%} | error: {r['error'][:80]} | | | | | | | | |")
         else:
             lines.append(f"| {r['variant']} | {r['padding']:.0%} | {r['samples_per_s']:,.0f} | {r['tokens_per_s']:,.0f} "
                          f"| {r['mfu']:.1%} | {r['gflop_per_sample']:.1f} | {r['peak_memory_gib']:.1f} "
-                         f"| {r['host_syncs_per_step']} | {', '.join(f'{x:,.0f}' for x in r['samples_per_s_runs'])} |")
+                         f"| {r['host_syncs_per_step']} | {r.get('host_ms_per_step', float('nan')):.1f} "
+                         f"| {r['step_ms']:.1f} | {', '.join(f'{x:,.0f}' for x in r['samples_per_s_runs'])} |")
     Path(args.out + ".md").write_text("\n".join(lines) + "\n")
     plot(results, args.out + ".png", meta)
     print("\n".join(lines))

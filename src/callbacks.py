@@ -218,11 +218,12 @@ class PreemptionCheckpoint(Callback):
     def _maybe_stop(self, state: State, logger: Logger) -> None:
         if self.stopped_at is not None:
             return
-        flag = state.device.tensor_to_device(torch.tensor([self.received or 0]))
-        dist.all_reduce(flag, reduce_operation="MAX")
-        if not flag.item():
+        if dist.get_world_size() > 1:  # the ranks agree; the all-reduce's result is a wait for the GPU
+            flag = state.device.tensor_to_device(torch.tensor([self.received or 0]))
+            dist.all_reduce(flag, reduce_operation="MAX")
+            self.received = self.received or int(flag.item())
+        if not self.received:
             return
-        self.received = self.received or int(flag.item())
         self.stopped_at = int(state.timestamp.batch)
         saver = next((cb for cb in state.callbacks if isinstance(cb, CheckpointSaver)), None)
         if saver is not None and saver.last_checkpoint_batch != state.timestamp.batch:
