@@ -19,8 +19,8 @@
 #   bash benchmarks/h200_session.sh scaling    # Composer 1 and 2 GPUs alone; raw DDP 1/2 GPUs (+ profile,
 #                                              #   bf16 gradients); the recipe's rows three times each
 #   DATA=DIR bash benchmarks/h200_session.sh pretokenized   # Composer speed on pre-tokenized MDS in DIR
-#   bash benchmarks/h200_session.sh feeding    # Composer speed with / without pin_memory, side by side
-#                                              #   and swapped (not run yet)
+#   bash benchmarks/h200_session.sh feeding    # one GPU: instrumented Composer speed with / without
+#                                              #   pin_memory; host ms per step of the main throughput rows
 #   bash benchmarks/h200_session.sh optimizer  # session 6: Composer speed with the fused DecoupledAdamW and
 #                                              #   with Composer's; throughput table with both (one GPU)
 #   bash benchmarks/h200_session.sh syncfree   # lane 0: throughput of the host-wait-free step, the tiled
@@ -203,14 +203,14 @@ scaling)
     --paddings 0.3 0.0 --repeats 3 --variants "$recipe" "$recipe (flat kernel)" "$recipe, sizes from the GPU"
   ;;
 feeding)
-  # Next session's first experiment (docs/NOTES.md): does the pin-memory thread cost the Composer step?
-  # A/B side by side on the two GPUs, then swapped, so each arm runs once on each GPU.
-  speed_1gpu 0 29501 pretraining_speed_feeding_pin_a &
-  speed_1gpu 1 29502 pretraining_speed_feeding_no_pin_a train_loader.pin_memory=false &
-  wait
-  speed_1gpu 0 29501 pretraining_speed_feeding_no_pin_b train_loader.pin_memory=false &
-  speed_1gpu 1 29502 pretraining_speed_feeding_pin_b &
-  wait
+  # Session 6, one GPU: where the fed step's host time goes (the instrumented speed runs: raw loop's host
+  # ms to queue a step, time getting each batch, Composer's fetch time and host waits), with and without
+  # pinned memory; then the host ms per step of the throughput table's main rows.
+  speed_1gpu 0 29501 pretraining_speed_feeding_pin
+  speed_1gpu 0 29501 pretraining_speed_feeding_no_pin train_loader.pin_memory=false
+  recipe="Mosaic BERT (full recipe) + regional compile + fused GEGLU"
+  step 0 200 throughput_host_ms python3 benchmarks/throughput.py --out benchmarks/results/throughput_host_ms \
+    --variants "$recipe" "HF BERT SDPA + compile" "Mosaic BERT no GLU + regional compile"
   ;;
 optimizer)
   # Session 6: the recipes' decoupled_adamw is now torch's fused AdamW kernel (src/optimizers.py) instead of
