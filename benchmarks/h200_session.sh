@@ -212,6 +212,17 @@ feeding)
   step 0 200 throughput_host_ms python3 benchmarks/throughput.py --out benchmarks/results/throughput_host_ms \
     --variants "$recipe" "HF BERT SDPA + compile" "Mosaic BERT no GLU + regional compile"
   ;;
+refresh)
+  # Session 6, one GPU: time to accuracy of both recipes with the fused DecoupledAdamW (one after the
+  # other), then an instrumented speed run that also profiles the raw loop fed by the live dataloader.
+  budget=${BUDGET_S:-120}
+  step 0 $((budget + 90)) tta_mosaic python3 benchmarks/pretraining.py accuracy --model mosaic_bert \
+    --budget_s "$budget" --data "$data" --out benchmarks/results/time_to_accuracy_mosaic_bert.json \
+    train_metrics=false model.model_config.compile_regions=true
+  step 0 $((budget + 90)) tta_hf python3 benchmarks/pretraining.py accuracy --model hf_bert --compile \
+    --budget_s "$budget" --data "$data" --out benchmarks/results/time_to_accuracy_hf_bert.json train_metrics=false
+  speed_1gpu 0 29501 pretraining_speed_refresh_1gpu --profile_live
+  ;;
 optimizer)
   # Session 6: the recipes' decoupled_adamw is now torch's fused AdamW kernel (src/optimizers.py) instead of
   # Composer's per-parameter loop with a host wait per parameter. Composer speed with each (one GPU, one

@@ -134,7 +134,8 @@ class HostWaitCounter(Callback):
                 self.where[key] = self.where.get(key, 0) + 1
 
 
-def raw_loop_rate(cfg, batches: list[dict], steps: int, live=None, waits: dict | None = None) -> float:
+def raw_loop_rate(cfg, batches: list[dict], steps: int, live=None, waits: dict | None = None,
+                  profile_to: str | None = None) -> float:
     """Samples/s of a plain PyTorch loop (the recipe's model, optimizer, bf16 autocast, fused LayerNorm as in
     the YAML) over batches already on the GPU: what the training step costs without Composer or data.
     With `live` (a dataloader iterator), each step instead takes its next batch and copies it to the GPU, as Composer
@@ -182,6 +183,18 @@ def raw_loop_rate(cfg, batches: list[dict], steps: int, live=None, waits: dict |
             step(on_gpu[i % len(on_gpu)])
     synchronize()
     rate = steps * len(batches[0]["input_ids"]) / (time.perf_counter() - started)
+    if live is not None and profile_to and DEVICE == "cuda":  # 5 more fed steps under torch.profiler
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for _ in range(5):
+                step(to_device(next(live)))
+            synchronize()
+        averages = prof.key_averages()
+        Path(profile_to).write_text(
+            "# 5 steps of the raw loop fed by the live dataloader, by host (self CPU) time\n\n"
+            + averages.table(sort_by="self_cpu_time_total", row_limit=40)
+            + "\n\n# by GPU time\n\n" + averages.table(sort_by="self_device_time_total", row_limit=25))
     if live is not None and waits is not None:  # where the fed loop's host time goes, per step
         waits["raw_loop_live_ms_getting_batch"] = waiting_for_batch * 1000 / steps
         waits["raw_loop_live_ms_queueing_step"] = queueing * 1000 / steps
@@ -214,7 +227,9 @@ def speed(args) -> None:
         result["real_tokens_per_sample"] = statistics.mean(b["attention_mask"].sum().item() / len(b["attention_mask"])
                                                            for b in batches)
         result["raw_loop_samples_per_s"] = raw_loop_rate(cfg, batches, args.raw_steps, waits=result)
-        result["raw_loop_live_loader_samples_per_s"] = raw_loop_rate(cfg, batches, args.raw_steps, live, waits=result)
+        result["raw_loop_live_loader_samples_per_s"] = raw_loop_rate(
+            cfg, batches, args.raw_steps, live, waits=result,
+            profile_to=str(out.with_suffix(".live_profile.txt")) if args.profile_live else None)
         del live
         print(json.dumps(result), flush=True)
     dist.barrier()
@@ -392,6 +407,8 @@ def cli() -> None:
     s.add_argument("--raw_steps", type=int, default=50)
     s.add_argument("--loader_batches", type=int, default=100)
     s.add_argument("--composer_only", action="store_true", help="skip the dataloader and raw-loop measurements")
+    s.add_argument("--profile_live", action="store_true",
+                   help="also profile 5 steps of the raw loop fed by the live dataloader (OUT.live_profile.txt)")
     s.add_argument("--out", required=True)
     s.add_argument("override", nargs="*", help="key=value overrides of the recipe YAML")
     a = commands.add_parser("accuracy")
