@@ -343,8 +343,9 @@ def time_to_reach(evals: list[dict], target: float) -> float | None:
 def report(args) -> None:
     results = Path(args.results)
     lines = []
+    default = args.tta_prefix == "time_to_accuracy_"  # another prefix: only its time-to-accuracy comparison
     speeds = {p.stem: json.loads(p.read_text()) for p in sorted(results.glob("pretraining_speed_*.json"))}
-    if speeds:
+    if speeds and default:
         lines += ["| run | GPUs | dataloader samples/s | raw loop samples/s | Composer (SpeedMonitor) samples/s "
                   "| Composer / raw | dataloader / Composer |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for name, r in speeds.items():
@@ -361,7 +362,7 @@ def report(args) -> None:
                 settings = f" ({' '.join(r['overrides'])})" if r.get("overrides") else ""
                 lines.append(f"\n{r['model']}{settings}: {r['gpus']} GPUs give {scaling:.2f}x the samples/s of one "
                              f"({scaling / r['gpus']:.0%} scaling efficiency).")
-    runs = {p.stem: json.loads(p.read_text()) for p in sorted(results.glob("time_to_accuracy_*.json"))}
+    runs = {p.stem: json.loads(p.read_text()) for p in sorted(results.glob(f"{args.tta_prefix}*.json"))}
     if runs:
         import matplotlib
         matplotlib.use("Agg")
@@ -377,7 +378,7 @@ def report(args) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        fig.savefig(results / "time_to_accuracy.png", dpi=120)
+        fig.savefig(results / f"{args.tta_prefix.rstrip('_')}.png", dpi=120)
         lines += ["", "| run | training s | batches | final MaskedAccuracy |", "| --- | ---: | ---: | ---: |"]
         for name, r in runs.items():
             last = r["evals"][-1]
@@ -392,7 +393,7 @@ def report(args) -> None:
                          + (f"{reached:.0f} s ({reached / hf_time:.2f} of the time)." if reached is not None
                             else "— not within its budget."))
     text = "\n".join(lines) + "\n"
-    (results / "pretraining.md").write_text(text)
+    (results / ("pretraining.md" if default else f"{args.tta_prefix.rstrip('_')}.md")).write_text(text)
     print(text)
 
 
@@ -424,6 +425,8 @@ def cli() -> None:
     a.add_argument("override", nargs="*")
     r = commands.add_parser("report")
     r.add_argument("--results", default=str(REPO / "benchmarks" / "results"))
+    r.add_argument("--tta_prefix", default="time_to_accuracy_",
+                   help="the time-to-accuracy JSON files to plot and compare (the plot is PREFIX.png)")
     args = parser.parse_args()
     {"speed": speed, "accuracy": accuracy, "report": report}[args.command](args)
 
