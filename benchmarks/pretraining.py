@@ -33,6 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+import throughput  # noqa: E402  (host-wait counting and host ms per step, shared with the step benchmark)
+
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # the CPU only to try the plumbing with tiny models
 RECIPES = {"hf_bert": "yamls/main/hf-bert-base-uncased.yaml", "mosaic_bert": "yamls/main/mosaic-bert-base-uncased.yaml"}
 
@@ -103,10 +105,10 @@ class HostWaitCounter(Callback):
     def __init__(self, start: int = 30, window: int = 5):
         self.start, self.window = start, window
         self.per_batch: float | None = None
+        self.where: dict[str, int] = {}
         self.loader_ms: list[float] = []  # host ms in Composer's fetch of each batch (all batches)
         self._fetching = None
-        self.where: dict[str, int] = {}
-        self._recording = None
+        self._recording = self._caught = None
 
     def before_dataloader(self, state, logger):
         self._fetching = time.perf_counter()
@@ -128,19 +130,21 @@ class HostWaitCounter(Callback):
             torch.cuda.set_sync_debug_mode("default")
             self._recording.__exit__(None, None, None)
             self._recording = None
-            waits = [w for w in self._caught if "synchroniz" in str(w.message)]
+            waits = throughput.host_waits(self._caught)
             self.per_batch = len(waits) / self.window
             for w in waits:
                 key = f"{Path(w.filename).name}:{w.lineno}"
                 self.where[key] = self.where.get(key, 0) + 1
 
 
-def raw_loop_rate(cfg, batches: list[dict], steps: int, live=None, waits: dict | None = None,
+def raw_loop_rate(cfg, batches: list[dict], steps: int, live=None, diagnostics: dict | None = None,
                   profile_to: str | None = None) -> float:
     """Samples/s of a plain PyTorch loop (the recipe's model, optimizer, bf16 autocast, fused LayerNorm as in
     the YAML) over batches already on the GPU: what the training step costs without Composer or data.
     With `live` (a dataloader iterator), each step instead takes its next batch and copies it to the GPU, as Composer
-    does: the difference to the cached batches is the cost of feeding the GPU, without Composer."""
+    does: the difference to the cached batches is the cost of feeding the GPU, without Composer.
+    `diagnostics` (a dict) receives the loop's host waits and host ms per step, and for the fed loop where
+    its host time goes; `profile_to` a torch.profiler summary of 5 more fed steps."""
     from omegaconf import OmegaConf
 
     from src.builders import build_model, build_optimizer
@@ -164,11 +168,9 @@ def raw_loop_rate(cfg, batches: list[dict], steps: int, live=None, waits: dict |
 
     for i in range(10):
         step(on_gpu[i % len(on_gpu)])
-    if waits is not None and DEVICE == "cuda":
-        import throughput
-
-        waits["raw_loop_host_waits_per_step"] = throughput.count_host_syncs(step, on_gpu[0])
-        waits["raw_loop_host_ms_per_step"] = throughput.host_enqueue_ms(step, on_gpu[0])
+    if diagnostics is not None and DEVICE == "cuda":
+        diagnostics["raw_loop_host_waits_per_step"] = throughput.count_host_syncs(step, on_gpu[0])
+        diagnostics["raw_loop_host_ms_per_step"] = throughput.host_enqueue_ms(step, on_gpu[0])
     synchronize()
     waiting_for_batch = queueing = 0.0
     started = time.perf_counter()
@@ -196,9 +198,9 @@ def raw_loop_rate(cfg, batches: list[dict], steps: int, live=None, waits: dict |
             "# 5 steps of the raw loop fed by the live dataloader, by host (self CPU) time\n\n"
             + averages.table(sort_by="self_cpu_time_total", row_limit=40)
             + "\n\n# by GPU time\n\n" + averages.table(sort_by="self_device_time_total", row_limit=25))
-    if live is not None and waits is not None:  # where the fed loop's host time goes, per step
-        waits["raw_loop_live_ms_getting_batch"] = waiting_for_batch * 1000 / steps
-        waits["raw_loop_live_ms_queueing_step"] = queueing * 1000 / steps
+    if live is not None and diagnostics is not None:  # where the fed loop's host time goes, per step
+        diagnostics["raw_loop_live_ms_getting_batch"] = waiting_for_batch * 1000 / steps
+        diagnostics["raw_loop_live_ms_queueing_step"] = queueing * 1000 / steps
     del model, optimizer
     return rate
 
@@ -227,9 +229,9 @@ def speed(args) -> None:
                                                                             args.loader_batches)
         result["real_tokens_per_sample"] = statistics.mean(b["attention_mask"].sum().item() / len(b["attention_mask"])
                                                            for b in batches)
-        result["raw_loop_samples_per_s"] = raw_loop_rate(cfg, batches, args.raw_steps, waits=result)
+        result["raw_loop_samples_per_s"] = raw_loop_rate(cfg, batches, args.raw_steps, diagnostics=result)
         result["raw_loop_live_loader_samples_per_s"] = raw_loop_rate(
-            cfg, batches, args.raw_steps, live, waits=result,
+            cfg, batches, args.raw_steps, live, diagnostics=result,
             profile_to=str(out.with_suffix(".live_profile.txt")) if args.profile_live else None)
         del live
         print(json.dumps(result), flush=True)
@@ -237,15 +239,15 @@ def speed(args) -> None:
 
     from src import builders
 
-    waits = HostWaitCounter(start=min(30, args.steps // 2), window=5)
-    builders.CALLBACKS["host_wait_counter"] = lambda: waits
+    counter = HostWaitCounter(start=min(30, args.steps // 2), window=5)
+    builders.CALLBACKS["host_wait_counter"] = lambda: counter
     cfg.callbacks["host_wait_counter"] = {}
     started = time.perf_counter()
     pretraining.main(cfg)
     result["composer_wall_s"] = time.perf_counter() - started
-    result["composer_host_waits_per_step"] = waits.per_batch
-    result["composer_host_waits_where"] = waits.where
-    steady = waits.loader_ms[len(waits.loader_ms) // 2:]
+    result["composer_host_waits_per_step"] = counter.per_batch
+    result["composer_host_waits_where"] = counter.where
+    steady = counter.loader_ms[len(counter.loader_ms) // 2:]
     result["composer_ms_getting_batch"] = statistics.mean(steady) if steady else None
     if rank0:
         logged = [m for m in jsonl_metrics(metrics_file) if "throughput/samples_per_sec" in m.get("metrics", m)]

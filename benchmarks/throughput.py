@@ -149,6 +149,7 @@ INDUCTOR_OPTIONS = {
 
 @contextlib.contextmanager
 def inductor_options(name: str):
+    """The variant's INDUCTOR_OPTIONS for everything run inside (its compilation included)."""
     options = {k: v for part, opts in INDUCTOR_OPTIONS.items() if part in name for k, v in opts.items()}
     if not options:
         yield
@@ -244,11 +245,6 @@ def training_step(name: str, dynamic: bool):
 
 def profile(name: str, batch_size: int, seqlen: int, steps: int = 5) -> str:
     """Where one variant's training step spends its GPU time, by kernel category and the top kernels."""
-    with inductor_options(name):
-        return profile_variant(name, batch_size, seqlen, steps)
-
-
-def profile_variant(name: str, batch_size: int, seqlen: int, steps: int) -> str:
     step, glu = training_step(name, dynamic=False)
     batch = make_batch(batch_size, seqlen, 0.0, torch.Generator().manual_seed(1))
     for _ in range(10):
@@ -284,7 +280,12 @@ def count_host_syncs(step, batch: dict) -> int:
             step(batch)
         finally:
             torch.cuda.set_sync_debug_mode("default")
-    return sum("synchroniz" in str(w.message) for w in caught)
+    return len(host_waits(caught))
+
+
+def host_waits(caught: list) -> list:
+    """The warnings, among `caught`, that torch's sync debug mode ("warn") gave for a host wait."""
+    return [w for w in caught if "synchroniz" in str(w.message)]
 
 
 def host_enqueue_ms(step, batch) -> float | None:
@@ -302,11 +303,6 @@ def host_enqueue_ms(step, batch) -> float | None:
 
 
 def measure(name: str, padding: float, steps: int, warmup: int, batch_size: int, seqlen: int) -> dict:
-    with inductor_options(name):
-        return measure_variant(name, padding, steps, warmup, batch_size, seqlen)
-
-
-def measure_variant(name: str, padding: float, steps: int, warmup: int, batch_size: int, seqlen: int) -> dict:
     step, glu = training_step(name, dynamic=padding > 0)
     generator = torch.Generator().manual_seed(1)
     batches = [make_batch(batch_size, seqlen, padding, generator) for _ in range(4)]
@@ -362,7 +358,8 @@ def main() -> None:
         for padding in args.paddings:
             for name in args.variants:
                 try:
-                    result = measure(name, padding, steps, warmup, args.batch_size, args.seqlen)
+                    with inductor_options(name):
+                        result = measure(name, padding, steps, warmup, args.batch_size, args.seqlen)
                 except Exception as error:  # one broken variant must not hide the others' numbers
                     result = dict(variant=name, padding=padding, error=f"{type(error).__name__}: {error}"[:500])
                 runs.append(result)
@@ -398,7 +395,8 @@ def main() -> None:
                    "Kernel names grouped by `KERNEL_CATEGORIES` in benchmarks/throughput.py.", ""]
         for name in args.profile:
             try:
-                reports.append(profile(name, args.batch_size, args.seqlen))
+                with inductor_options(name):
+                    reports.append(profile(name, args.batch_size, args.seqlen))
             except Exception as error:
                 reports.append(f"### {name}\n\nprofile failed: {type(error).__name__}: {error}\n")
         Path(args.out + "_profile.md").write_text("\n".join(reports))

@@ -53,24 +53,32 @@ class DecoupledAdamW(torch.optim.AdamW):
 
     @torch.no_grad()
     def step(self, closure=None):
+        loss = None
+        if closure is not None:  # first, as torch and Composer do: the decay below needs the new gradients
+            with torch.enable_grad():
+                loss = closure()
         decoupled = [group["weight_decay"] for group in self.param_groups]
         try:
             for group in self.param_groups:
-                group["weight_decay"] = self._torch_weight_decay(group)
-            return super().step(closure)
+                group["weight_decay"] = self._decay_in_torch_terms(group)
+            super().step()
         finally:
             for group, weight_decay in zip(self.param_groups, decoupled):
                 group["weight_decay"] = weight_decay
+        return loss
 
     @staticmethod
-    def _torch_weight_decay(group: dict) -> float:
-        """The weight decay that makes torch's `1 - lr * wd` equal Composer's `1 - (lr / initial_lr) * wd`."""
+    def _decay_in_torch_terms(group: dict) -> float:
+        """The weight decay that makes torch's `1 - lr * wd` equal Composer's `1 - (lr / initial_lr) * wd`.
+
+        Composer decays by the full weight_decay when initial_lr is 0 (a run configured with lr 0); torch
+        cannot express that at lr 0, so that one case is applied here and torch is given 0.
+        """
         weight_decay, lr, initial_lr = group["weight_decay"], group["lr"], group.get("initial_lr")
         if weight_decay == 0:
             return 0.0
         if initial_lr:
             return weight_decay / initial_lr
-        # Composer decays by the full weight_decay when initial_lr is 0 (a run configured with lr 0).
         if lr:
             return weight_decay / lr
         params = [p for p in group["params"] if p.grad is not None]

@@ -109,3 +109,24 @@ def test_recipe_name_builds_it():
     assert optimizer.param_groups[0]["fused"] is True
     composer = build_optimizer({"name": "composer_decoupled_adamw", **HYPERPARAMETERS}, torch.nn.Linear(2, 2), unused)
     assert type(composer) is ComposerDecoupledAdamW
+
+
+def test_step_with_a_closure_as_composer_calls_it():
+    """Composer passes a closure that runs forward + backward (every precision but fp16): the loss comes
+    back and the update uses the gradients the closure computed."""
+    ours, theirs = model_pair()
+    optimizer = DecoupledAdamW(ours.parameters(), **HYPERPARAMETERS)
+    reference = ComposerDecoupledAdamW(theirs.parameters(), **HYPERPARAMETERS)
+    x = torch.randn(16, 8, generator=torch.Generator().manual_seed(2))
+    for model, opt in ((ours, optimizer), (theirs, reference)):
+        for _ in range(3):
+            def closure(model=model):
+                loss = model(x).pow(2).mean()
+                loss.backward()
+                return loss.item()
+
+            returned = opt.step(closure)
+            opt.zero_grad(set_to_none=True)
+        assert isinstance(returned, float) and returned > 0
+    for a, b in zip(ours.parameters(), theirs.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
