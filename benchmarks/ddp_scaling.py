@@ -46,7 +46,8 @@ def main() -> None:
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)))
     torch.manual_seed(0)
-    model = throughput.mosaic_bert(glu=True, compile_regions=True, fused_geglu=True).cuda().train()
+    model = throughput.mosaic_bert(glu=True, compile_regions=True, compile_encoder=True, fused_geglu=True)
+    model = model.cuda().train()
     ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[torch.cuda.current_device()],
                                                     gradient_as_bucket_view=True)
     if args.bf16_gradients:

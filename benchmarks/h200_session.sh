@@ -23,6 +23,13 @@
 #                                              #   pin_memory; host ms per step of the main throughput rows
 #   bash benchmarks/h200_session.sh optimizer  # session 6: Composer speed with the fused DecoupledAdamW and
 #                                              #   with Composer's; throughput table with both (one GPU)
+#   bash benchmarks/h200_session.sh encoder    # session 7, one GPU: the compiled encoder (Triton attention
+#                                              #   inside the graph) checked against fp32, its throughput
+#                                              #   and host ms beside the recipe's, Composer speed with it
+#   bash benchmarks/h200_session.sh encoder_profile  # session 7: profiles of the recipe and the compiled
+#                                              #   encoder, with Inductor's generated code
+#   bash benchmarks/h200_session.sh tta_encoder  # session 7: Mosaic's time to accuracy with the compiled
+#                                              #   encoder; fused GEGLU or Inductor's inside that graph
 #   bash benchmarks/h200_session.sh syncfree   # lane 0: throughput of the host-wait-free step, the tiled
 #                                              #   GEGLU and HF + compile, with a profile; lane 1: GEGLU
 #                                              #   microbenchmark, Composer speed with/without the NaN
@@ -223,6 +230,43 @@ refresh)
   step 0 $((budget + 150)) tta_hf python3 benchmarks/pretraining.py accuracy --model hf_bert --compile \
     --budget_s "$budget" --data "$data" --out benchmarks/results/time_to_accuracy_hf_bert.json train_metrics=false
   speed_1gpu 0 29501 pretraining_speed_refresh_1gpu --profile_live
+  ;;
+encoder)
+  # Session 7: compile_encoder puts all 12 layers, the Triton attention included (a torch.library
+  # triton_op now), in one compiled graph. Is it right (fp32 reference, graph count), how fast is the
+  # step and how long does the host take to queue it, and what does Composer get with it?
+  step 0 200 gpu_check python3 benchmarks/mosaic_bert_gpu_check.py \
+    --out benchmarks/results/mosaic_bert_gpu_check_session7.json
+  recipe="Mosaic BERT (full recipe) + regional compile + fused GEGLU"
+  step 0 360 throughput python3 benchmarks/throughput.py --out benchmarks/results/throughput_session7 \
+    --variants "$recipe" "Mosaic BERT (full recipe) + encoder compile + fused GEGLU" \
+    "Mosaic BERT no GLU + encoder compile" "HF BERT SDPA + compile"
+  step 0 240 speed_encoder $launcher -n 1 --master_port 29501 benchmarks/pretraining.py speed \
+    --model mosaic_bert --data "$data" --steps 150 --raw_steps 40 --loader_batches 60 \
+    --out benchmarks/results/pretraining_speed_encoder_1gpu.json model.model_config.compile_encoder=true
+  ;;
+encoder_profile)
+  # Session 7: the compiled encoder queued its step in 29 ms instead of 46 but its GPU time grew from 63.5
+  # to 70.8 ms: the two variants' kernels side by side, and the code Inductor generated for each.
+  recipe="Mosaic BERT (full recipe) + regional compile + fused GEGLU"
+  encoder="Mosaic BERT (full recipe) + encoder compile + fused GEGLU"
+  TORCH_LOGS=output_code TORCH_LOGS_OUT="$logs/output_code.txt" step 0 300 throughput_profile \
+    python3 benchmarks/throughput.py --out benchmarks/results/throughput_session7_profile_call \
+    --paddings 0.0 --variants "$recipe" "$encoder" --profile "$recipe" "$encoder"
+  gzip -f "$logs/output_code.txt"; pack output_code
+  ;;
+tta_encoder)
+  # Session 7, what the device time left allowed: Mosaic BERT's time to accuracy with the compiled encoder
+  # (HF's run of session 6, same data and code path, is the reference), then whether the fused GEGLU
+  # kernel still pays inside the one compiled graph.
+  # Its 210 s limit stopped the Mosaic run at 102 s of 120 (compiling the training and evaluation graphs
+  # takes ~60 s more than the per-layer regions): it now gets 300 s.
+  budget=${BUDGET_S:-120}
+  step 0 $((budget + 180)) tta_mosaic python3 benchmarks/pretraining.py accuracy --model mosaic_bert \
+    --budget_s "$budget" --data "$data" --out benchmarks/results/session7_time_to_accuracy_mosaic_bert.json \
+    train_metrics=false model.model_config.compile_regions=true model.model_config.compile_encoder=true
+  step 0 150 throughput_geglu python3 benchmarks/throughput.py --out benchmarks/results/throughput_session7_geglu \
+    --variants "Mosaic BERT (full recipe) + encoder compile + fused GEGLU" "Mosaic BERT (full recipe) + encoder compile"
   ;;
 optimizer)
   # Session 6: the recipes' decoupled_adamw is now torch's fused AdamW kernel (src/optimizers.py) instead of

@@ -1,7 +1,8 @@
 """Mosaic BERT-base on one GPU: is each attention backend right, and how fast is it?
 
 For each configuration (attention backend `torch`, `sdpa`, `triton`; then the fastest available one with
-the fused LayerNorm swapped in), on one MLM batch of 256 sequences padded to 128 tokens with random
+the fused LayerNorm swapped in; then the Triton attention inside one compiled encoder graph,
+`compile_encoder`, where the count of compiled graphs is also checked), on one MLM batch of 256 sequences padded to 128 tokens with random
 lengths and 30% of the real tokens masked:
 - correctness: forward + backward under bf16 autocast against an fp32 reference (backend `torch`, TF32
   off, same weights, dropout off); the loss must agree within bf16 tolerance, and the gradient (all
@@ -131,19 +132,29 @@ def main() -> int:
     reference_loss, reference_gradient = loss_and_gradient(model, batch, autocast=False)
 
     kernel, import_error = load_triton_kernel()
-    configurations = [("torch", False), ("sdpa", False)]
-    configurations += [("triton", False), ("triton", True)] if kernel is not None else [("sdpa", True)]
+    configurations = [("torch", False, False), ("sdpa", False, False)]
+    if kernel is not None:
+        configurations += [("triton", False, False), ("triton", True, False), ("triton", True, True)]
+    else:
+        configurations += [("sdpa", True, False)]
     rows, failed = [], False
-    for backend, fused_layernorm in configurations:
-        name = backend + (" + fused_layernorm" if fused_layernorm else "")
-        row = {"configuration": name, "attention_backend": backend, "fused_layernorm": fused_layernorm}
+    for backend, fused_layernorm, compile_encoder in configurations:
+        name = backend + (" + fused_layernorm" if fused_layernorm else "") + (" + compiled" if compile_encoder else "")
+        row = {"configuration": name, "attention_backend": backend, "fused_layernorm": fused_layernorm,
+               "compile_encoder": compile_encoder}
         try:
             candidate = model
+            if fused_layernorm or compile_encoder:
+                candidate = copy.deepcopy(model)
             if fused_layernorm:
                 from src.fused_layernorm import apply_fused_layernorm
 
-                candidate = copy.deepcopy(model)
                 row["layernorms_replaced"] = apply_fused_layernorm(candidate)
+            if compile_encoder:
+                from torch._dynamo.utils import counters
+
+                candidate.bert.encoder.compile_encoder = True
+                counters.clear()
             set_backend(candidate, backend)
             candidate.eval()
             loss, gradient = loss_and_gradient(candidate, batch, autocast=True)
@@ -161,6 +172,10 @@ def main() -> int:
                 peak_memory_gb=torch.cuda.max_memory_allocated() / 2**30,
             )
             row["ok"] = row["loss_rel_error"] <= LOSS_RTOL and row["grad_rel_error"] <= GRAD_RTOL
+            if compile_encoder:  # one graph in eval mode, one in training mode: the attention did not split it
+                row["compiled_graphs"] = counters["stats"]["unique_graphs"]
+                row["graph_breaks"] = sum(counters["graph_break"].values())
+                row["ok"] &= row["compiled_graphs"] == 2 and row["graph_breaks"] == 0
         except Exception as error:  # one failing backend must not hide the others' results
             row.update(ok=False, error=f"{type(error).__name__}: {error}")
         failed |= not row["ok"]
@@ -176,7 +191,7 @@ def main() -> int:
         layer_norm = {"ok": False, "error": f"{type(error).__name__}: {error}"}
         failed = True
 
-    header = (f"{'configuration':<28}{'loss':>9}{'loss rel err':>14}{'grad rel err':>14}{'ms/step':>10}"
+    header = (f"{'configuration':<36}{'loss':>9}{'loss rel err':>14}{'grad rel err':>14}{'ms/step':>10}"
               f"{'samples/s':>11}{'real tok/s':>12}{'peak GB':>9}  status")
     print(f"Mosaic BERT-base, batch {args.batch_size}x{args.seqlen}, {real_tokens} real tokens, "
           f"bf16 autocast, forward+backward on {torch.cuda.get_device_name()}; "
@@ -185,12 +200,13 @@ def main() -> int:
     print("-" * len(header))
     for row in rows:
         if "error" in row:
-            print(f"{row['configuration']:<28}  FAILED: {row['error']}")
+            print(f"{row['configuration']:<36}  FAILED: {row['error']}")
             continue
-        print(f"{row['configuration']:<28}{row['loss']:>9.5f}{row['loss_rel_error']:>14.2e}"
+        print(f"{row['configuration']:<36}{row['loss']:>9.5f}{row['loss_rel_error']:>14.2e}"
               f"{row['grad_rel_error']:>14.2e}{row['step_ms_median']:>10.2f}{row['samples_per_s']:>11.0f}"
               f"{row['real_tokens_per_s']:>12.0f}{row['peak_memory_gb']:>9.2f}  "
-              f"{'ok' if row['ok'] else 'FAILED'}")
+              f"{'ok' if row['ok'] else 'FAILED'}"
+              + (f" ({row['compiled_graphs']} graphs, {row['graph_breaks']} breaks)" if "compiled_graphs" in row else ""))
     if kernel is None:
         print(f"triton attention skipped: {import_error}")
     print(f"fused LayerNorm kernel vs torch: {json.dumps(layer_norm)}")

@@ -21,7 +21,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from src.bert_padding import attention_mask_from_cu_seqlens, pad_input
+from src.bert_padding import attention_mask_from_cu_seqlens, nonzero_of_known_count, pad_input
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def attention(
     `alibi_slopes` is `(n_heads,)` float32, or None for no positional bias. `dropout_p` is the attention
     dropout to apply now (pass 0.0 in eval mode). `backend` is one of `ATTENTION_BACKENDS`.
     """
-    backend = _resolve_backend(backend, qkv, dropout_p)
+    backend = resolve_backend(backend, qkv.device, qkv.shape[-1], dropout_p)
     softmax_scale = 1.0 / math.sqrt(qkv.shape[-1])
     if backend == "triton":
         if dropout_p > 0:
@@ -68,23 +68,29 @@ def attention(
     )
 
 
-def _resolve_backend(backend: str, qkv: torch.Tensor, dropout_p: float) -> str:
+def resolve_backend(backend: str, device: torch.device, head_dim: int, dropout_p: float) -> str:
+    """The backend `attention` runs for `backend` on this device, head_dim and dropout: `auto` resolved.
+
+    Called inside `attention`; a caller about to compile a region that contains attention calls it
+    first and passes the answer, so the compiled code holds no choice (nor its logging) to trace.
+    """
     if backend not in ATTENTION_BACKENDS:
         raise ValueError(f"Unknown attention backend {backend!r}; choose one of {ATTENTION_BACKENDS}.")
     if backend != "auto":
         return backend
-    kernel, import_error = load_triton_kernel() if qkv.is_cuda else (None, None)
+    is_cuda = device.type == "cuda"
+    kernel, import_error = load_triton_kernel() if is_cuda else (None, None)
     level = logging.INFO
-    if not qkv.is_cuda:
-        choice, reason = "sdpa", f"inputs are on {qkv.device.type}, the Triton kernel needs CUDA"
+    if not is_cuda:
+        choice, reason = "sdpa", f"inputs are on {device.type}, the Triton kernel needs CUDA"
     elif dropout_p > 0:
         choice, reason = "sdpa", f"attention dropout is {dropout_p} and the Triton kernel has none"
     elif kernel is None:
         # On a GPU this costs speed, so it is said louder.
         choice, reason, level = "sdpa", f"the Triton kernel does not import ({import_error})", logging.WARNING
-    elif qkv.shape[-1] not in kernel.HEAD_DIMS:
+    elif head_dim not in kernel.HEAD_DIMS:
         choice = "sdpa"
-        reason = f"the Triton kernel takes head_dim in {kernel.HEAD_DIMS}, not {qkv.shape[-1]}"
+        reason = f"the Triton kernel takes head_dim in {kernel.HEAD_DIMS}, not {head_dim}"
     else:
         choice, reason = "triton", "on CUDA with no attention dropout"
     _log_once(level, f"attention backend 'auto' uses '{choice}': {reason}.")
@@ -120,7 +126,7 @@ def _triton_kernel():
     return kernel
 
 
-@torch.compiler.disable  # a hand-written kernel: torch.compile optimizes the code around it, not through it
+# The kernels are `torch.library.triton_op`s: inside a compiled region they become part of the graph.
 def _triton_attention(qkv, cu_seqlens, max_seqlen, alibi_slopes, softmax_scale):
     return _triton_kernel().flash_attn_varlen_alibi(qkv, cu_seqlens, max_seqlen, alibi_slopes, softmax_scale)
 
@@ -137,7 +143,9 @@ def _padded_attention(
     """The `torch` and `sdpa` backends: pad, attend over (batch, heads, L, L), drop the padding again."""
     batch = cu_seqlens.numel() - 1
     mask = attention_mask_from_cu_seqlens(cu_seqlens, max_seqlen)
-    indices = torch.nonzero(mask.flatten()).flatten()
+    # The mask has one nonzero per real token: knowing the count spares a wait for the GPU (and lets
+    # torch.compile trace this without a data-dependent size).
+    indices = nonzero_of_known_count(mask.flatten(), qkv.shape[0])
     q, k, v = pad_input(qkv, indices, batch, max_seqlen).permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, L, D)
     if use_sdpa:
         bias = _alibi_padding_bias(slopes, mask, q.dtype)

@@ -31,7 +31,7 @@ from transformers.modeling_outputs import (
     SequenceClassifierOutput,
 )
 
-from src.attention import alibi_slopes, attention
+from src.attention import alibi_slopes, attention, resolve_backend
 from src.bert_padding import nonzero_of_known_count, pad_input, unpad_input
 from src.configuration_bert import BertConfig
 
@@ -73,13 +73,25 @@ class BertAttention(nn.Module):
         return self.output(hidden, self.attend(hidden, cu_seqlens, max_seqlen, slopes))
 
     def attend(
-        self, hidden: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int, slopes: torch.Tensor
+        self,
+        hidden: torch.Tensor,
+        cu_seqlens: torch.Tensor,
+        max_seqlen: int,
+        slopes: torch.Tensor,
+        backend: str | None = None,
     ) -> torch.Tensor:
-        """The attention itself: `(total_tokens, n_heads, head_dim)`."""
+        """The attention itself: `(total_tokens, n_heads, head_dim)`. `backend`: what
+        `resolved_backend` returned, when the caller asked already (the compiled encoder does)."""
         # Wqkv's output rows are [query; key; value], each split into heads: HF's Q, K, V stacked.
         qkv = self.Wqkv(hidden).view(-1, 3, self.n_heads, self.head_dim)
-        dropout_p = self.attention_dropout if self.training else 0.0
-        return attention(qkv, cu_seqlens, max_seqlen, slopes, dropout_p, self.backend)
+        return attention(qkv, cu_seqlens, max_seqlen, slopes, self.dropout_p(), backend or self.backend)
+
+    def dropout_p(self) -> float:
+        return self.attention_dropout if self.training else 0.0
+
+    def resolved_backend(self, device: torch.device) -> str:
+        """The backend `attend` will run on `device` in the current mode (`auto` resolved)."""
+        return resolve_backend(self.backend, device, self.head_dim, self.dropout_p())
 
     def output(self, hidden: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """Output projection, dropout, residual, LayerNorm."""
@@ -140,10 +152,15 @@ class BertLayer(GradientCheckpointingLayer):
         self.compile_regions = config.compile_regions
 
     def forward(
-        self, hidden: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int, slopes: torch.Tensor
+        self,
+        hidden: torch.Tensor,
+        cu_seqlens: torch.Tensor,
+        max_seqlen: int,
+        slopes: torch.Tensor,
+        attention_backend: str | None = None,
     ) -> torch.Tensor:
-        context = self.attention.attend(hidden, cu_seqlens, max_seqlen, slopes)
-        if self.compile_regions:
+        context = self.attention.attend(hidden, cu_seqlens, max_seqlen, slopes, attention_backend)
+        if self.compile_regions and not torch.compiler.is_compiling():
             return run_compiled(BertLayer.after_attention, self, hidden, context)
         return self.after_attention(hidden, context)
 
@@ -154,35 +171,57 @@ class BertLayer(GradientCheckpointingLayer):
         return self.mlp(self.attention.output(hidden, context))
 
 
-def run_compiled(method, module: nn.Module, *tensors: torch.Tensor):
-    """`method(module, *tensors)` through one shared `torch.compile` of `method` (`compile_regions`).
+def run_compiled(method, module: nn.Module, *args):
+    """`method(module, *args)` through one shared `torch.compile` of `method`.
 
     The module is passed as an argument, so its parameters are graph inputs and all 12 layers share one
-    compiled graph rather than compiling 12. Only the first dimension (tokens, or predicted tokens)
-    changes between batches: marked dynamic, it compiles once for every length.
+    compiled graph rather than compiling 12. Only the tensors' first dimension (tokens, predicted tokens,
+    sequences) changes between batches: marked dynamic, it compiles once for every length. Everything
+    else is static, Python values among `args` (such as a sequence-length bucket) included: a new value
+    compiles anew rather than turning into a symbol that the kernel launches would have to handle.
     """
-    for tensor in tensors:
-        torch._dynamo.maybe_mark_dynamic(tensor, 0)
-    return compiled(method)(module, *tensors)
+    for arg in args:
+        if isinstance(arg, torch.Tensor):
+            torch._dynamo.maybe_mark_dynamic(arg, 0)
+    return compiled(method)(module, *args)
 
 
 @functools.cache
 def compiled(function):
-    return torch.compile(function)
+    return torch.compile(function, dynamic=False)  # dynamic only where run_compiled marks it
 
 
 class BertEncoder(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         self.layer = nn.ModuleList([BertLayer(config) for _ in range(config.num_hidden_layers)])
+        self.compile_encoder = config.compile_encoder
         # The slopes depend only on the head count, never on the sequence length: this is what lets
         # the model run on inputs longer than any it was trained on.
         self.register_buffer("alibi_slopes", alibi_slopes(config.num_attention_heads), persistent=False)
 
     def forward(self, hidden: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int) -> torch.Tensor:
+        if self.compile_encoder:
+            # One graph for all the layers, attention included: the host launches a step's ~600 kernels
+            # from compiled code instead of dispatching them one by one from Python (docs/performance.md).
+            # The attention kernels depend on max_seqlen only through its power-of-two bucket; passing
+            # the bucket keeps the number of compiled graphs to a handful.
+            backends = tuple(layer.attention.resolved_backend(hidden.device) for layer in self.layer)
+            bucket = max(16, 1 << (max_seqlen - 1).bit_length())
+            return run_compiled(BertEncoder.run_layers, self, hidden, cu_seqlens, bucket, backends)
+        return self.run_layers(hidden, cu_seqlens, max_seqlen)
+
+    def run_layers(
+        self,
+        hidden: torch.Tensor,
+        cu_seqlens: torch.Tensor,
+        max_seqlen: int,
+        attention_backends: tuple[str, ...] | None = None,
+    ) -> torch.Tensor:
         slopes = self.alibi_slopes.float()
-        for layer in self.layer:
-            hidden = layer(hidden, cu_seqlens, max_seqlen, slopes)
+        for i, layer in enumerate(self.layer):
+            backend = attention_backends[i] if attention_backends is not None else None
+            hidden = layer(hidden, cu_seqlens, max_seqlen, slopes, backend)
         return hidden
 
 

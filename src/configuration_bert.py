@@ -47,6 +47,11 @@ class BertConfig(PretrainedConfig):
     # kernel stays outside. +18% samples/s on an H200 (docs/performance.md); off by default because the
     # compilation (~30-60 s) does not pay on short or CPU runs. The recipe YAML turns it on.
     compile_regions: bool = False
+    # torch.compile all the layers, attention included, as one graph (the Triton attention kernels are
+    # traceable operators), instead of compile_regions' per-layer regions; the MLM head's region stays
+    # with compile_regions. Launching a step from one compiled graph costs the host far less time than
+    # 12 regions and 12 attention calls from Python (docs/performance.md). Compiles for ~1-2 minutes.
+    compile_encoder: bool = False
     # The GLU's gelu(gate) * up and its dropout as one Triton kernel each way (src/fused_geglu.py), on CUDA;
     # needs use_glu and hidden_act "gelu". Elsewhere the PyTorch ops run. +8.6% on full-length batches (H200).
     fused_geglu: bool = False

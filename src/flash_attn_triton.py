@@ -22,12 +22,13 @@ fp16 under TRITON_INTERPRET=1).
 docs/attention_kernel.md has the design notes, the measured tables and what limits each kernel.
 """
 import math
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from typing import Optional
 
 import torch
 import triton
 import triton.language as tl
+from torch.library import triton_op, wrap_triton
 
 LOG2E = 1.4426950408889634
 HEAD_DIMS = (32, 64, 128)
@@ -162,8 +163,9 @@ class _Schedule:
                 self._order = torch.argsort(lengths, descending=True).to(torch.int32)
             n_entries = triton.cdiv(self.total_tokens, block) + self.n_seqs
             table = _alloc((n_entries, 2), torch.int32, self.cu_seqlens.device)
-            _block_table_kernel[(1,)](self.cu_seqlens, self._order, table, self.n_seqs, n_entries,
-                                      triton.cdiv(self.max_seqlen, block), BLOCK=block, CHUNK=1024)
+            wrap_triton(_block_table_kernel)[(1,)](
+                self.cu_seqlens, self._order, table, self.n_seqs, n_entries, triton.cdiv(self.max_seqlen, block),
+                BLOCK=block, CHUNK=1024)
             self._tables[block] = table
         return self._tables[block]
 
@@ -192,10 +194,13 @@ def _locate(TABLE, CU_SEQLENS, entry, USE_TABLE: tl.constexpr):
     return start.to(tl.int64), length, block_start
 
 
+# Scale arguments are cast to float32 where they are used (`tl.cast`): Triton's own launcher passes a
+# Python float as fp32, but Inductor, launching these kernels from a compiled graph, types it fp64, and
+# fp64 scores made the forward 8x slower on an H200 (docs/performance.md, session 7).
 @triton.jit
 def _scores(q, k, qk_scale, slope2, rows, cols, HAS_ALIBI: tl.constexpr):
     """Base-2 scores of a (rows x cols) tile: q k^T * scale * log2(e) - slope * log2(e) * |i - j|."""
-    s = tl.dot(q, tl.trans(k)) * qk_scale
+    s = tl.dot(q, tl.trans(k)) * tl.cast(qk_scale, tl.float32)
     if HAS_ALIBI:
         dist = tl.abs(rows.to(tl.float32)[:, None] - cols.to(tl.float32)[None, :])
         s = s - slope2 * dist
@@ -289,8 +294,8 @@ def _short_bwd_tile(QKV, O, DO, DQKV, LSE, SLOPES, start, length, h0, h1, qk_sca
         dv = tl.dot(pt.to(do.dtype), do)
         dpt = tl.dot(v, tl.trans(do))
         dst = (pt * (dpt - delta[None, :])).to(q.dtype)
-        dk = tl.dot(dst, q) * sm_scale
-        dq = tl.dot(tl.trans(dst), k) * sm_scale
+        dk = tl.dot(dst, q) * tl.cast(sm_scale, tl.float32)
+        dq = tl.dot(tl.trans(dst), k) * tl.cast(sm_scale, tl.float32)
         tl.store(DQKV + head * HEAD_DIM + x_off, dq.to(DQKV.dtype.element_ty), mask=ok[:, None])
         tl.store(DQKV + (NUM_HEADS + head) * HEAD_DIM + x_off, dk.to(DQKV.dtype.element_ty), mask=ok[:, None])
         tl.store(DQKV + (2 * NUM_HEADS + head) * HEAD_DIM + x_off, dv.to(DQKV.dtype.element_ty),
@@ -442,7 +447,8 @@ def _bwd_dq_kernel(QKV, O, DO, DQKV, LSE, DELTA, CU_SEQLENS, TABLE, SLOPES, qk_s
                            qk_scale, slope2, STRIDE_T, HEAD_DIM, HAS_ALIBI, False, BLOCK_N)
         dq = _bwd_dq_inner(dq, q, do, lse, delta, Q + STRIDE_O, Q + 2 * STRIDE_O, rows, n_full, length,
                            length, qk_scale, slope2, STRIDE_T, HEAD_DIM, HAS_ALIBI, True, BLOCK_N)
-        tl.store(DQKV + qkv_base + q_off, (dq * sm_scale).to(DQKV.dtype.element_ty), mask=row_ok[:, None])
+        dq = dq * tl.cast(sm_scale, tl.float32)
+        tl.store(DQKV + qkv_base + q_off, dq.to(DQKV.dtype.element_ty), mask=row_ok[:, None])
 
 
 @triton.jit
@@ -511,7 +517,8 @@ def _bwd_dkdv_kernel(QKV, DO, DQKV, LSE, DELTA, CU_SEQLENS, TABLE, SLOPES, qk_sc
         dk, dv = _bwd_dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, cols, m_full, length, length, qk_scale,
                                  slope2, NUM_HEADS, HEAD_DIM, HAS_ALIBI, True, BLOCK_M)
         DK = DQKV + qkv_base + STRIDE_O
-        tl.store(DK + kv_off, (dk * sm_scale).to(DQKV.dtype.element_ty), mask=col_ok[:, None])
+        dk = dk * tl.cast(sm_scale, tl.float32)
+        tl.store(DK + kv_off, dk.to(DQKV.dtype.element_ty), mask=col_ok[:, None])
         tl.store(DK + STRIDE_O + kv_off, dv.to(DQKV.dtype.element_ty), mask=col_ok[:, None])
 
 
@@ -544,9 +551,9 @@ def _short_launch(kernel, big: ShortKernelConfig, small: ShortKernelConfig, sche
         launches = [(small, small_block, 0), (big, block, small_block)]
     for k, tile, min_length in launches:
         groups = triton.cdiv(n_heads, k.heads_per_program)
-        kernel[(schedule.n_seqs * groups,)](*args, HEADS_PER_PROGRAM=k.heads_per_program, BLOCK=tile,
-                                            MIN_LENGTH=min_length, num_warps=k.num_warps,
-                                            num_stages=k.num_stages, **kwargs)
+        wrap_triton(kernel)[(schedule.n_seqs * groups,)](
+            *args, HEADS_PER_PROGRAM=k.heads_per_program, BLOCK=tile, MIN_LENGTH=min_length,
+            num_warps=k.num_warps, num_stages=k.num_stages, **kwargs)
 
 
 def _forward(qkv, slopes, softmax_scale, schedule, cfg):
@@ -561,7 +568,7 @@ def _forward(qkv, slopes, softmax_scale, schedule, cfg):
         return out, lse
     k = cfg.forward
     table, n_programs = schedule.grid(k.block_m, H)
-    _fwd_kernel[(n_programs,)](
+    wrap_triton(_fwd_kernel)[(n_programs,)](
         qkv, out, lse, schedule.cu_seqlens, table if table is not None else schedule.cu_seqlens, slopes,
         softmax_scale * LOG2E, USE_TABLE=table is not None, BLOCK_M=k.block_m, BLOCK_N=k.block_n,
         num_warps=k.num_warps, num_stages=k.num_stages, **common)
@@ -580,14 +587,14 @@ def _backward(do, qkv, out, lse, slopes, softmax_scale, schedule, cfg):
     delta = _alloc((T, H), torch.float32, qkv.device)
     k = cfg.backward_dq
     table, n_programs = schedule.grid(k.block_m, H)
-    _bwd_dq_kernel[(n_programs,)](
+    wrap_triton(_bwd_dq_kernel)[(n_programs,)](
         qkv, out, do, dqkv, lse, delta, schedule.cu_seqlens,
         table if table is not None else schedule.cu_seqlens, slopes, softmax_scale * LOG2E,
         softmax_scale, USE_TABLE=table is not None, BLOCK_M=k.block_m, BLOCK_N=k.block_n,
         num_warps=k.num_warps, num_stages=k.num_stages, **common)
     k = cfg.backward_dkdv
     table, n_programs = schedule.grid(k.block_n, H)
-    _bwd_dkdv_kernel[(n_programs,)](
+    wrap_triton(_bwd_dkdv_kernel)[(n_programs,)](
         qkv, do, dqkv, lse, delta, schedule.cu_seqlens,
         table if table is not None else schedule.cu_seqlens, slopes, softmax_scale * LOG2E,
         softmax_scale, USE_TABLE=table is not None, BLOCK_M=k.block_m, BLOCK_N=k.block_n,
@@ -595,23 +602,57 @@ def _backward(do, qkv, out, lse, slopes, softmax_scale, schedule, cfg):
     return dqkv
 
 
-class _FlashAttnVarlenAlibi(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, qkv, cu_seqlens, max_seqlen, alibi_slopes, softmax_scale, config):
-        qkv = qkv.contiguous()
-        slopes = None if alibi_slopes is None else alibi_slopes.to(torch.float32).contiguous()
-        schedule = _Schedule(cu_seqlens.contiguous(), max_seqlen, qkv.shape[0])
-        out, lse = _forward(qkv, slopes, softmax_scale, schedule, config)
-        ctx.save_for_backward(qkv, out, lse)
-        ctx.slopes, ctx.softmax_scale, ctx.schedule, ctx.config = slopes, softmax_scale, schedule, config
-        return out
+# ----------------------------------------------------------------------------------------------
+# The kernels as torch operators. `triton_op` (rather than an autograd.Function or an opaque custom op)
+# lets torch.compile see the launches: inside a compiled region Inductor calls the kernels from its own
+# generated code, so the attention no longer splits the region and costs no Python dispatch per call.
+# Outside compilation the operators run the Python below as it is.
+# The block sizes travel as a flat list of ints, since an operator's arguments must be plain types.
 
-    @staticmethod
-    def backward(ctx, dout):
-        qkv, out, lse = ctx.saved_tensors
-        dqkv = _backward(dout.contiguous(), qkv, out, lse, ctx.slopes, ctx.softmax_scale, ctx.schedule,
-                         ctx.config)
-        return dqkv, None, None, None, None, None
+
+def _config_to_ints(config: AttentionConfig) -> list[int]:
+    return [value for kernel in astuple(config) for value in kernel]  # astuple recurses into the kernels
+
+
+def _config_from_ints(values: list[int]) -> AttentionConfig:
+    sizes = [len(kernel) for kernel in astuple(_INTERPRETER)]
+    kinds = [KernelConfig] * 3 + [ShortKernelConfig] * 4
+    bounds = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
+    return AttentionConfig(*(kind(*values[a:b]) for kind, a, b in zip(kinds, bounds, bounds[1:])))
+
+
+@triton_op("mosaic_bert::flash_attn_varlen_alibi_forward", mutates_args=())
+def _forward_op(qkv: torch.Tensor, cu_seqlens: torch.Tensor, slopes: Optional[torch.Tensor], max_seqlen: int,
+                softmax_scale: float, config: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out, lse) for contiguous inputs (slopes float32)."""
+    schedule = _Schedule(cu_seqlens, max_seqlen, qkv.shape[0])
+    return _forward(qkv, slopes, softmax_scale, schedule, _config_from_ints(config))
+
+
+@triton_op("mosaic_bert::flash_attn_varlen_alibi_backward", mutates_args=())
+def _backward_op(dout: torch.Tensor, qkv: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
+                 cu_seqlens: torch.Tensor, slopes: Optional[torch.Tensor], max_seqlen: int, softmax_scale: float,
+                 config: list[int]) -> torch.Tensor:
+    """dqkv. The block tables (long sequences only) are rebuilt: one tiny kernel, no state between ops."""
+    schedule = _Schedule(cu_seqlens, max_seqlen, qkv.shape[0])
+    return _backward(dout, qkv, out, lse, slopes, softmax_scale, schedule, _config_from_ints(config))
+
+
+def _save_for_backward(ctx, inputs, output) -> None:
+    qkv, cu_seqlens, slopes, max_seqlen, softmax_scale, config = inputs
+    out, lse = output
+    ctx.save_for_backward(qkv, out, lse, cu_seqlens, slopes)
+    ctx.max_seqlen, ctx.softmax_scale, ctx.config = max_seqlen, softmax_scale, config
+
+
+def _gradient(ctx, dout: torch.Tensor, dlse: torch.Tensor):
+    qkv, out, lse, cu_seqlens, slopes = ctx.saved_tensors
+    dqkv = _backward_op(dout.contiguous(), qkv, out, lse, cu_seqlens, slopes, ctx.max_seqlen, ctx.softmax_scale,
+                        ctx.config)
+    return dqkv, None, None, None, None, None
+
+
+_forward_op.register_autograd(_gradient, setup_context=_save_for_backward)
 
 
 def flash_attn_varlen_alibi(qkv: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int,
@@ -627,6 +668,7 @@ def flash_attn_varlen_alibi(qkv: torch.Tensor, cu_seqlens: torch.Tensor, max_seq
     softmax_scale: defaults to head_dim ** -0.5.
     config: block sizes and warps; defaults to select_config (a measured table).
     Returns (total_tokens, n_heads, head_dim) in qkv's dtype; differentiable with respect to qkv.
+    Traceable by torch.compile (the kernels become part of the compiled graph).
     """
     _check_inputs(qkv, cu_seqlens, alibi_slopes)
     head_dim = qkv.shape[3]
@@ -634,8 +676,10 @@ def flash_attn_varlen_alibi(qkv: torch.Tensor, cu_seqlens: torch.Tensor, max_seq
         softmax_scale = 1.0 / math.sqrt(head_dim)
     if config is None:
         config = select_config(head_dim, max_seqlen, qkv.device)
-    return _FlashAttnVarlenAlibi.apply(qkv, cu_seqlens, int(max_seqlen), alibi_slopes, float(softmax_scale),
-                                       config)
+    slopes = None if alibi_slopes is None else alibi_slopes.to(torch.float32).contiguous()
+    out, _ = _forward_op(qkv.contiguous(), cu_seqlens.contiguous(), slopes, int(max_seqlen), float(softmax_scale),
+                         _config_to_ints(config))
+    return out
 
 
 def flash_attn_varlen_alibi_reference(qkv: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int,

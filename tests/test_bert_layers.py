@@ -162,16 +162,19 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         torch.testing.assert_close(checkpointed[name], grad, rtol=0, atol=1e-6, msg=name)
 
 
-def test_compiled_regions_give_the_same_loss_and_gradients_and_compile_once():
+# compile_regions: one region shared by the layers, one for the MLM head. compile_encoder: all the layers,
+# attention included, in one region, and the head's.
+@pytest.mark.parametrize("switches", [dict(compile_regions=True), dict(compile_regions=True, compile_encoder=True)])
+def test_compiled_regions_give_the_same_loss_and_gradients_and_compile_once(switches):
     from torch._dynamo.utils import counters
 
     torch.manual_seed(0)
     plain = BertForMaskedLM(tiny_config(num_hidden_layers=3))
-    regions = BertForMaskedLM(tiny_config(num_hidden_layers=3, compile_regions=True))
+    regions = BertForMaskedLM(tiny_config(num_hidden_layers=3, **switches))
     regions.load_state_dict(plain.state_dict())
     torch._dynamo.reset()
     counters.clear()
-    for lengths, seqlen in (([9, 4], 9), ([12, 12, 3], 12), ([5], 7)):  # three token counts
+    for lengths, seqlen in (([9, 4], 9), ([12, 12, 3], 12), ([5, 2], 7)):  # three token counts
         input_ids, attention_mask, token_type_ids = random_batch(lengths, seqlen)
         labels = torch.where(attention_mask.bool(), input_ids, -100)
         results = []
@@ -183,8 +186,7 @@ def test_compiled_regions_give_the_same_loss_and_gradients_and_compile_once():
         torch.testing.assert_close(results[1][0], results[0][0], rtol=0, atol=1e-5)
         for name, grad in results[0][1].items():
             torch.testing.assert_close(results[1][1][name], grad, rtol=0, atol=1e-5, msg=name)
-    # Two graphs (the layers' region, shared by all three layers, and the MLM head's) for all three token
-    # counts: no recompilation per layer or per batch.
+    # Two graphs for all three token counts: no recompilation per layer or per batch.
     assert counters["stats"]["unique_graphs"] == 2
     assert counters["stats"]["calls_captured"] > 0
 
