@@ -21,8 +21,9 @@ fp16 under TRITON_INTERPRET=1).
 `flash_attn_varlen_alibi_reference` is the plain-PyTorch twin (one sequence at a time).
 docs/attention_kernel.md has the design notes, the measured tables and what limits each kernel.
 """
+import hashlib
 import math
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, fields
 from typing import Optional
 
 import torch
@@ -610,18 +611,26 @@ def _backward(do, qkv, out, lse, slopes, softmax_scale, schedule, cfg):
 # The block sizes travel as a flat list of ints, since an operator's arguments must be plain types.
 
 
+# An operator name is one registration per process (registering it again replaces the first), and an
+# exported model's remote code is a second copy of this file that may be imported beside this one (or
+# beside another model's): each copy registers its operators in a namespace of its own.
+_NAMESPACE = "mosaic_bert" if __name__ == "src.flash_attn_triton" else (
+    "mosaic_bert_" + hashlib.sha1(__name__.encode()).hexdigest()[:12])
+
+
 def _config_to_ints(config: AttentionConfig) -> list[int]:
     return [value for kernel in astuple(config) for value in kernel]  # astuple recurses into the kernels
 
 
 def _config_from_ints(values: list[int]) -> AttentionConfig:
-    sizes = [len(kernel) for kernel in astuple(_INTERPRETER)]
-    kinds = [KernelConfig] * 3 + [ShortKernelConfig] * 4
-    bounds = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
+    kinds = [field.type for field in fields(AttentionConfig)]
+    bounds = [0]
+    for kind in kinds:
+        bounds.append(bounds[-1] + len(fields(kind)))
     return AttentionConfig(*(kind(*values[a:b]) for kind, a, b in zip(kinds, bounds, bounds[1:])))
 
 
-@triton_op("mosaic_bert::flash_attn_varlen_alibi_forward", mutates_args=())
+@triton_op(f"{_NAMESPACE}::flash_attn_varlen_alibi_forward", mutates_args=())
 def _forward_op(qkv: torch.Tensor, cu_seqlens: torch.Tensor, slopes: Optional[torch.Tensor], max_seqlen: int,
                 softmax_scale: float, config: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """(out, lse) for contiguous inputs (slopes float32)."""
@@ -629,7 +638,7 @@ def _forward_op(qkv: torch.Tensor, cu_seqlens: torch.Tensor, slopes: Optional[to
     return _forward(qkv, slopes, softmax_scale, schedule, _config_from_ints(config))
 
 
-@triton_op("mosaic_bert::flash_attn_varlen_alibi_backward", mutates_args=())
+@triton_op(f"{_NAMESPACE}::flash_attn_varlen_alibi_backward", mutates_args=())
 def _backward_op(dout: torch.Tensor, qkv: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
                  cu_seqlens: torch.Tensor, slopes: Optional[torch.Tensor], max_seqlen: int, softmax_scale: float,
                  config: list[int]) -> torch.Tensor:

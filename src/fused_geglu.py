@@ -21,6 +21,7 @@ kernels (the default) 0.87 ms, the flat ones 1.08 ms, Inductor's kernels with a 
 length and +6% with 30% padding (benchmarks/results/throughput_syncfree.md). That is ~1,850 GB/s of the
 ~4,800 the memory can do; how many rows a program takes is autotuned (TILED_CONFIGS).
 """
+import hashlib
 import os
 
 import torch
@@ -174,7 +175,14 @@ def _tiled_grid(n_rows: int, intermediate: int):
     return lambda meta: (triton.cdiv(n_rows, meta["ROWS"]), triton.cdiv(intermediate, 4 * _quarter(intermediate)))
 
 
-@torch.library.custom_op("mosaic_bert::geglu_dropout_forward", mutates_args=())
+# An operator name is one registration per process (registering it again replaces the first), and an
+# exported model's remote code is a second copy of this file that may be imported beside this one: each
+# copy registers its operators in a namespace of its own.
+_NAMESPACE = "mosaic_bert" if __name__ == "src.fused_geglu" else (
+    "mosaic_bert_" + hashlib.sha1(__name__.encode()).hexdigest()[:12])
+
+
+@torch.library.custom_op(f"{_NAMESPACE}::geglu_dropout_forward", mutates_args=())
 def _forward(gated: torch.Tensor, p: float, tiled: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """`(out, seed)`: the seed (a CPU int64 scalar tensor) is what the backward regenerates the mask from."""
     gated = gated.contiguous()
@@ -198,7 +206,7 @@ def _(gated: torch.Tensor, p: float, tiled: bool) -> tuple[torch.Tensor, torch.T
     return gated.new_empty(*gated.shape[:-1], gated.shape[-1] // 2), torch.empty((), dtype=torch.int64)
 
 
-@torch.library.custom_op("mosaic_bert::geglu_dropout_backward", mutates_args=())
+@torch.library.custom_op(f"{_NAMESPACE}::geglu_dropout_backward", mutates_args=())
 def _backward(grad_out: torch.Tensor, gated: torch.Tensor, seed: torch.Tensor, p: float, tiled: bool
               ) -> torch.Tensor:
     gated, grad_out = gated.contiguous(), grad_out.contiguous()

@@ -6,6 +6,8 @@ in Python. Under the interpreter, batches with max_seqlen <= 32 take the short k
 up to 16 tokens in one launch with 16-row tiles, longer ones in another with 32-row tiles) and longer
 batches the block-table path (16-row query x 32-row key blocks, separate dQ and dK/dV kernels).
 """
+import importlib.util
+
 import pytest
 import torch
 
@@ -138,3 +140,24 @@ def test_rejects_bad_shapes(shape, message):
 def test_rejects_int64_cu_seqlens():
     with pytest.raises(ValueError, match="cu_seqlens must be a 1-D int32"):
         fa.flash_attn_varlen_alibi(torch.zeros(10, 3, 2, 32), torch.tensor([0, 10]), 10)
+
+
+def test_an_exported_copy_of_the_module_imports_beside_it_and_computes_the_same():
+    """An exported model's remote code is a second copy of this file, which transformers imports under
+    another name, possibly in a process that already imported this one (or another model's copy). An
+    operator name is one registration per process: the copy registers its own operators rather than
+    taking over this module's (which would bind both to whichever file was imported last)."""
+    spec = importlib.util.spec_from_file_location("transformers_modules.some_model.flash_attn_triton", fa.__file__)
+    copy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(copy)
+    assert copy._NAMESPACE != fa._NAMESPACE == "mosaic_bert"
+    gen = torch.Generator().manual_seed(11)
+    lengths = [9, 3]
+    qkv = torch.randn(sum(lengths), 3, N_HEADS, 32, generator=gen)
+    results = []
+    for module in (fa, copy):
+        x = qkv.clone().requires_grad_()
+        out = module.flash_attn_varlen_alibi(x, _cu_seqlens(lengths), max(lengths), SLOPES)
+        out.sum().backward()
+        results.append((out, x.grad))
+    torch.testing.assert_close(results[1], results[0], rtol=0, atol=0)
