@@ -143,9 +143,10 @@ def test_sequence_classification_loss_follows_the_problem_type(num_labels, label
     torch.testing.assert_close(out.loss, loss_fn(out.logits, labels))
 
 
-def test_gradient_checkpointing_gives_the_same_gradients():
+@pytest.mark.parametrize("compile_encoder", [False, True])
+def test_gradient_checkpointing_gives_the_same_gradients(compile_encoder):
     torch.manual_seed(0)
-    model = BertForMaskedLM(tiny_config())
+    model = BertForMaskedLM(tiny_config(compile_encoder=compile_encoder))
     input_ids, attention_mask, token_type_ids = random_batch([9, 4], 9)
     labels = torch.where(attention_mask.bool(), input_ids, -100)
 
