@@ -30,6 +30,9 @@
 #                                              #   encoder, with Inductor's generated code
 #   bash benchmarks/h200_session.sh tta_encoder  # session 7: Mosaic's time to accuracy with the compiled
 #                                              #   encoder; fused GEGLU or Inductor's inside that graph
+#   bash benchmarks/h200_session.sh tta_hf     # HF BERT's time to accuracy alone (pair it with tta_encoder)
+#   bash benchmarks/h200_session.sh scaling_encoder  # nvidia-h200-x2: Composer and raw DDP on 1 and 2 GPUs
+#                                              #   with the compiled encoder
 #   bash benchmarks/h200_session.sh syncfree   # lane 0: throughput of the host-wait-free step, the tiled
 #                                              #   GEGLU and HF + compile, with a profile; lane 1: GEGLU
 #                                              #   microbenchmark, Composer speed with/without the NaN
@@ -267,6 +270,27 @@ tta_encoder)
     train_metrics=false model.model_config.compile_regions=true model.model_config.compile_encoder=true
   step 0 150 throughput_geglu python3 benchmarks/throughput.py --out benchmarks/results/throughput_session7_geglu \
     --variants "Mosaic BERT (full recipe) + encoder compile + fused GEGLU" "Mosaic BERT (full recipe) + encoder compile"
+  ;;
+tta_hf)
+  # HF BERT's time to accuracy alone (HF + compile needs ~270 s with BUDGET_S=120): run it in the call
+  # beside `tta_encoder`'s Mosaic run, so that both curves come from one session.
+  budget=${BUDGET_S:-120}
+  step 0 $((budget + 160)) tta_hf python3 benchmarks/pretraining.py accuracy --model hf_bert --compile \
+    --budget_s "$budget" --data "$data" --out benchmarks/results/session8_time_to_accuracy_hf_bert.json \
+    train_metrics=false
+  ;;
+scaling_encoder)
+  # Two GPUs (nvidia-h200-x2) with the recipe as it is now (compiled encoder, fused optimizer): Composer on
+  # one GPU, then on two, then the raw DDP loop on one and two.
+  step 0 200 pretraining_speed_encoder_1gpu_x2host $launcher -n 1 benchmarks/pretraining.py speed \
+    --model mosaic_bert --data "$data" --steps 150 --raw_steps 40 --loader_batches 60 \
+    --out benchmarks/results/pretraining_speed_encoder_1gpu_x2host.json
+  step 0,1 200 pretraining_speed_encoder_2gpu_x2host $launcher -n 2 benchmarks/pretraining.py speed \
+    --composer_only --model mosaic_bert --data "$data" --steps 150 \
+    --out benchmarks/results/pretraining_speed_encoder_2gpu_x2host.json
+  rm -f benchmarks/results/ddp_scaling.jsonl
+  step 0 120 ddp_1gpu python3 -m torch.distributed.run --nproc_per_node 1 benchmarks/ddp_scaling.py
+  step 0,1 120 ddp_2gpu python3 -m torch.distributed.run --nproc_per_node 2 benchmarks/ddp_scaling.py
   ;;
 optimizer)
   # Session 6: the recipes' decoupled_adamw is now torch's fused AdamW kernel (src/optimizers.py) instead of
