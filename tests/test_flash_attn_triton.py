@@ -161,3 +161,12 @@ def test_an_exported_copy_of_the_module_imports_beside_it_and_computes_the_same(
         out.sum().backward()
         results.append((out, x.grad))
     torch.testing.assert_close(results[1], results[0], rtol=0, atol=0)
+
+
+def test_kernel_configs_survive_the_operators_flat_argument():
+    """The operators take the block sizes as a flat list of ints; every measured config comes back whole."""
+    for head_dim in fa.HEAD_DIMS:
+        for max_seqlen in (128, 512, 4096):
+            for device in (torch.device("cuda"), torch.device("cpu")):  # cpu: the interpreter's config
+                config = fa.select_config(head_dim, max_seqlen, device)
+                assert fa._config_from_ints(fa._config_to_ints(config)) == config
