@@ -2,8 +2,8 @@
 
 For each configuration (attention backend `torch`, `sdpa`, `triton`; then the fastest available one with
 the fused LayerNorm swapped in; then the Triton attention inside one compiled encoder graph,
-`compile_encoder`, where the count of compiled graphs is also checked), on one MLM batch of 256 sequences padded to 128 tokens with random
-lengths and 30% of the real tokens masked:
+`compile_encoder`, where the count of compiled graphs is also checked), on one MLM batch of 256
+sequences padded to 128 tokens with random lengths and 30% of the real tokens masked:
 - correctness: forward + backward under bf16 autocast against an fp32 reference (backend `torch`, TF32
   off, same weights, dropout off); the loss must agree within bf16 tolerance, and the gradient (all
   parameters as one vector) within a small relative error;
@@ -139,7 +139,8 @@ def main() -> int:
         configurations += [("sdpa", True, False)]
     rows, failed = [], False
     for backend, fused_layernorm, compile_encoder in configurations:
-        name = backend + (" + fused_layernorm" if fused_layernorm else "") + (" + compiled" if compile_encoder else "")
+        name = backend + (" + fused_layernorm" if fused_layernorm else "")
+        name += " + compiled" if compile_encoder else ""
         row = {"configuration": name, "attention_backend": backend, "fused_layernorm": fused_layernorm,
                "compile_encoder": compile_encoder}
         try:
