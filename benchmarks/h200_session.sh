@@ -33,6 +33,15 @@
 #   bash benchmarks/h200_session.sh tta_hf     # HF BERT's time to accuracy alone (pair it with tta_encoder)
 #   bash benchmarks/h200_session.sh scaling_encoder  # nvidia-h200-x2: Composer and raw DDP on 1 and 2 GPUs
 #                                              #   with the compiled encoder
+#   bash benchmarks/h200_session.sh probe8     # session 8: the compiled encoder's step with Inductor's C++
+#                                              #   wrapper (host launch cost) beside the default, and
+#                                              #   Composer speed with it
+#   bash benchmarks/h200_session.sh tta8_mosaic  # session 8: Mosaic's time to accuracy (compiled encoder),
+#                                              #   then Composer speed with the default Inductor wrapper
+#   bash benchmarks/h200_session.sh tta8_hf    # session 8: HF BERT's time to accuracy in the next call,
+#                                              #   then the compiled encoder's step under max-autotune
+#   bash benchmarks/h200_session.sh encoder_profile8  # session 8: the compiled encoder's GPU time by
+#                                              #   kernel category (after session 7's fp32-scale fix)
 #   bash benchmarks/h200_session.sh syncfree   # lane 0: throughput of the host-wait-free step, the tiled
 #                                              #   GEGLU and HF + compile, with a profile; lane 1: GEGLU
 #                                              #   microbenchmark, Composer speed with/without the NaN
@@ -233,6 +242,49 @@ refresh)
   step 0 $((budget + 150)) tta_hf python3 benchmarks/pretraining.py accuracy --model hf_bert --compile \
     --budget_s "$budget" --data "$data" --out benchmarks/results/time_to_accuracy_hf_bert.json train_metrics=false
   speed_1gpu 0 29501 pretraining_speed_refresh_1gpu --profile_live
+  ;;
+probe8)
+  # Session 8: Composer's per-batch loss read drains the GPU queue, and the GPU then idles while the host
+  # queues the next step (~30 ms of host time, most of it Inductor's Python wrapper launching kernels).
+  # Inductor's C++ wrapper launches the same kernels from compiled C++: host ms and samples/s beside
+  # the default, then Composer against the raw loop with it.
+  v="Mosaic BERT (full recipe) + encoder compile + fused GEGLU"
+  step 0 110 throughput_default python3 benchmarks/throughput.py --paddings 0.0 --variants "$v" \
+    --out benchmarks/results/session8_throughput_default
+  TORCHINDUCTOR_CPP_WRAPPER=1 step 0 200 throughput_cpp_wrapper python3 benchmarks/throughput.py \
+    --paddings 0.0 --variants "$v" --out benchmarks/results/session8_throughput_cpp_wrapper
+  TORCHINDUCTOR_CPP_WRAPPER=1 step 0 240 speed_cpp_wrapper $launcher -n 1 --master_port 29501 \
+    benchmarks/pretraining.py speed --model mosaic_bert --data "$data" --steps 150 --raw_steps 40 \
+    --loader_batches 60 --out benchmarks/results/pretraining_speed_session8_cpp_wrapper.json
+  ;;
+tta8_mosaic)
+  # Session 8: both time-to-accuracy runs in one session (this call and tta8_hf right after), then
+  # Composer speed with Inductor's default Python wrapper, to pair with probe8's C++-wrapper run.
+  budget=${BUDGET_S:-120}
+  step 0 $((budget + 180)) tta_mosaic python3 benchmarks/pretraining.py accuracy --model mosaic_bert \
+    --budget_s "$budget" --data "$data" --out benchmarks/results/session8_time_to_accuracy_mosaic_bert.json \
+    train_metrics=false model.model_config.compile_regions=true model.model_config.compile_encoder=true
+  step 0 240 speed_default $launcher -n 1 --master_port 29501 \
+    benchmarks/pretraining.py speed --model mosaic_bert --data "$data" --steps 150 --raw_steps 40 \
+    --loader_batches 60 --out benchmarks/results/pretraining_speed_session8_default.json
+  ;;
+tta8_hf)
+  # Session 8: HF BERT's run to pair with tta8_mosaic's, then whether Inductor's max-autotune (Triton GEMM
+  # templates with fused epilogues, benchmarked against cuBLAS) speeds up the compiled encoder's step.
+  budget=${BUDGET_S:-120}
+  step 0 $((budget + 160)) tta_hf python3 benchmarks/pretraining.py accuracy --model hf_bert --compile \
+    --budget_s "$budget" --data "$data" --out benchmarks/results/session8_time_to_accuracy_hf_bert.json \
+    train_metrics=false
+  TORCHINDUCTOR_MAX_AUTOTUNE=1 step 0 200 throughput_max_autotune python3 benchmarks/throughput.py \
+    --paddings 0.0 --variants "Mosaic BERT (full recipe) + encoder compile + fused GEGLU" \
+    --out benchmarks/results/session8_throughput_max_autotune
+  ;;
+encoder_profile8)
+  # Session 8: where the compiled encoder's step spends its GPU time now (session 7's profile of it
+  # predates the fp32 fix of the attention scale), for the MFU gap's breakdown.
+  encoder="Mosaic BERT (full recipe) + encoder compile + fused GEGLU"
+  step 0 200 throughput_profile python3 benchmarks/throughput.py --paddings 0.0 --variants "$encoder" \
+    --profile "$encoder" --out benchmarks/results/session8_throughput_encoder_profile
   ;;
 encoder)
   # Session 7: compile_encoder puts all 12 layers, the Triton attention included (a torch.library

@@ -373,7 +373,9 @@ def report(args) -> None:
 
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for name, r in runs.items():
-            label = f"{r['model']}{' + compile' if r.get('compile') else ''}"
+            compiled_encoder = "model.model_config.compile_encoder=true" in r.get("overrides", [])
+            label = (f"{r['model']}{' + compile' if r.get('compile') else ''}"
+                     f"{' + compiled encoder' if compiled_encoder else ''}")
             ax.plot([e["train_s"] for e in r["evals"]], [e["MaskedAccuracy"] for e in r["evals"]], marker=".", label=label)
         ax.set_xlabel("training seconds (evaluation excluded)")
         ax.set_ylabel("eval MaskedAccuracy")
