@@ -16,9 +16,12 @@ its MFU shows how much of the chip goes to useful work.
     python benchmarks/throughput.py --quick    # fewer steps
     python benchmarks/throughput.py --profile "Mosaic BERT (full recipe)"   # also: where its step's time goes
 
-"host waits/step" counts the step's waits for the GPU (torch's sync debug mode); "host ms/step" is the
-host's time to queue one step while the GPU is held busy (its launch cost; a step whose launch cost nears
-its GPU time cannot hide any other host work).
+samples/s, MFU and "GPU ms/step" come from steps queued back to back, as a training loop runs them (from
+session 8 on; before, they were the median of steps timed one at a time). "samples/s, each step alone" is
+that older figure: each step timed between two waits for the GPU, so it also pays the GPU's idle time while
+the host queues the step's first kernels. "host waits/step" counts the step's waits for the GPU (torch's
+sync debug mode); "host ms/step" is the host's time to queue one step while the GPU is held busy (its
+launch cost; a step whose launch cost nears its GPU time cannot hide any other host work).
 
 --profile runs torch.profiler over a few steps of the named variants (full-length batches) and writes
 benchmarks/results/throughput_profile.md: GPU time per kernel category (matmuls, attention, LayerNorm,
@@ -314,6 +317,21 @@ def host_enqueue_ms(step, batch) -> float | None:
     return elapsed_ms if elapsed_ms < 300 else None
 
 
+def back_to_back_seconds_per_step(step, batches: list[dict], steps: int) -> float:
+    """GPU seconds per step over `steps` steps queued one after another, as a training loop runs them: the
+    host queues each step while the GPU still runs the previous ones, so the launch cost hides behind GPU
+    work unless it exceeds it. (Timing each step alone, between two waits, charges every step the GPU's
+    idle time while the host queues its first kernels.)"""
+    torch.cuda.synchronize()
+    begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    begin.record()
+    for i in range(steps):
+        step(batches[i % len(batches)])
+    end.record()
+    end.synchronize()
+    return begin.elapsed_time(end) / 1000 / steps
+
+
 def measure(name: str, padding: float, steps: int, warmup: int, batch_size: int, seqlen: int) -> dict:
     step, glu = training_step(name, dynamic=padding > 0)
     generator = torch.Generator().manual_seed(1)
@@ -336,13 +354,15 @@ def measure(name: str, padding: float, steps: int, warmup: int, batch_size: int,
         end.record()
         end.synchronize()
         times.append(begin.elapsed_time(end) / 1000)
+    step_alone_s = statistics.median(times)
+    step_s = back_to_back_seconds_per_step(step, batches, steps)
     if not torch.isfinite(loss):
         raise RuntimeError(f"{name}: loss is {loss.item()}")
-    step_s = statistics.median(times)
     flops = statistics.mean(train_flops(b, glu) for b in batches)
     tokens = statistics.mean(b["attention_mask"].sum().item() for b in batches)
     result = dict(variant=name, padding=padding, samples_per_s=batch_size / step_s, tokens_per_s=tokens / step_s,
                   step_ms=step_s * 1000, tflops=flops / step_s / 1e12, mfu=flops / step_s / 1e12 / PEAK_TFLOPS,
+                  step_alone_ms=step_alone_s * 1000, samples_per_s_step_alone=batch_size / step_alone_s,
                   gflop_per_sample=flops / batch_size / 1e9, peak_memory_gib=torch.cuda.max_memory_allocated() / 2**30,
                   warmup_s=warmup_s, final_loss=loss.item(), host_syncs_per_step=host_syncs,
                   host_ms_per_step=host_ms)
@@ -389,16 +409,17 @@ def main() -> None:
     lines = [f"{meta['gpu']}, torch {meta['torch']}, triton {meta['triton']}, transformers {meta['transformers']}; "
              f"batch {args.batch_size} x {args.seqlen}, bf16 autocast, fused AdamW; `{meta['command']}`", "",
              "| variant | padding | samples/s | tokens/s | MFU | GFLOP/sample | peak GiB | host waits/step | "
-             "host ms/step | GPU ms/step | samples/s of each run |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+             "host ms/step | GPU ms/step | samples/s, each step alone | samples/s of each run |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['variant']} | {r['padding']:.0%} | error: {r['error'][:80]} | | | | | | | | |")
+            lines.append(f"| {r['variant']} | {r['padding']:.0%} | error: {r['error'][:80]} | | | | | | | | | |")
         else:
             lines.append(f"| {r['variant']} | {r['padding']:.0%} | {r['samples_per_s']:,.0f} | {r['tokens_per_s']:,.0f} "
                          f"| {r['mfu']:.1%} | {r['gflop_per_sample']:.1f} | {r['peak_memory_gib']:.1f} "
                          f"| {r['host_syncs_per_step']} | {r.get('host_ms_per_step', float('nan')):.1f} "
-                         f"| {r['step_ms']:.1f} | {', '.join(f'{x:,.0f}' for x in r['samples_per_s_runs'])} |")
+                         f"| {r['step_ms']:.1f} | {r['samples_per_s_step_alone']:,.0f} "
+                         f"| {', '.join(f'{x:,.0f}' for x in r['samples_per_s_runs'])} |")
     Path(args.out + ".md").write_text("\n".join(lines) + "\n")
     plot(results, args.out + ".png", meta)
     print("\n".join(lines))
