@@ -1,9 +1,10 @@
+import numpy as np
 import pytest
 import torch
 from streaming.base.util import clean_stale_shared_memory
 
 from src import text_data
-from src.text_data import DataConfigError, MLMCollator, build_text_dataloader, main
+from src.text_data import GOLDEN_GAMMA, DataConfigError, MLMCollator, build_text_dataloader, main, splitmix64
 from src.tokenization import TokenizerNotFoundError, load_tokenizer
 
 
@@ -49,6 +50,21 @@ def test_masking_rate_and_80_10_10_split(tokenizer):
     # The sizes the model reads on the host instead of waiting for the GPU: one int per sample.
     assert batch["real_token_counts"] == torch.tensor(encoded["attention_mask"]).sum(1).tolist()
     assert batch["predicted_token_counts"] == picked.sum(1).tolist()
+
+
+def test_splitmix64_matches_the_reference_stream():
+    # The first outputs of SplitMix64 seeded with 0 (Vigna's reference implementation, splitmix64.c).
+    states = np.arange(1, 4, dtype=np.uint64) * GOLDEN_GAMMA
+    assert [int(x) for x in splitmix64(states)] == [0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4, 0x06C45D188009454F]
+
+
+def test_masks_do_not_depend_on_sequence_length(tokenizer):
+    collator = MLMCollator(tokenizer, mlm_probability=0.5, seed=3)
+    ids = tokenizer("a b c d e f g h i j k l m n o p q r s t", max_length=64, padding="max_length")
+    short = {"input_ids": ids["input_ids"][:32], "attention_mask": ids["attention_mask"][:32], "sample_id": 7}
+    long = {"input_ids": ids["input_ids"], "attention_mask": ids["attention_mask"], "sample_id": 7}
+    assert torch.equal(collator([short])["labels"][0], collator([long])["labels"][0, :32])
+    assert torch.equal(collator([short])["input_ids"][0], collator([long])["input_ids"][0, :32])
 
 
 def test_masks_depend_on_sample_identity_only(tokenizer):
