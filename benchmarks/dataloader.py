@@ -1,5 +1,6 @@
 """The pretraining dataloader alone, on the CPU: samples/s of the recipe's train loader, and where a sample's
-time goes (reading it from MDS, tokenizing it, masking it in the collator).
+time goes (reading it from MDS, tokenizing it, masking it in the collator); and what tokenizing a
+C4-length document costs, in full and from its start only (src/text_data.py `SampleTokenizer`).
 
     python benchmarks/dataloader.py --data data --out benchmarks/results/dataloader_cpu
     python benchmarks/dataloader.py --data data --pretokenized_data DIR --workers 0 2
@@ -40,7 +41,7 @@ def per_sample_microseconds(data: str, samples: int, batch_size: int) -> dict[st
     """One process, no workers: microseconds per sample of each stage of the loader."""
     from streaming import StreamingDataset
 
-    from src.text_data import MLMCollator, StreamingTextDataset
+    from src.text_data import MLMCollator, SampleTokenizer
     from src.tokenization import load_tokenizer
 
     tokenizer = load_tokenizer(f"{data}/tokenizer")
@@ -48,11 +49,22 @@ def per_sample_microseconds(data: str, samples: int, batch_size: int) -> dict[st
     started = time.perf_counter()
     rows = [raw[i] for i in range(samples)]
     read_s = time.perf_counter() - started
-    texts = StreamingTextDataset.__new__(StreamingTextDataset)  # only its tokenizing method, without a stream
-    texts.tokenizer, texts.max_seq_len = tokenizer, 128
+    tokenize = SampleTokenizer(tokenizer, 128)
     started = time.perf_counter()
-    tokenized = [dict(texts._tokenize(row), sample_id=i) for i, row in enumerate(rows)]
+    tokenized = [dict(tokenize(row), sample_id=i) for i, row in enumerate(rows)]
     tokenize_s = time.perf_counter() - started
+    # C4's documents average ~2,000 characters; the synthetic ones ~500, so four of them make one.
+    long_texts = [{"text": " ".join(r["text"] for r in rows[i:i + 4])} for i in range(0, len(rows) - 3, 4)]
+    whole = SampleTokenizer(tokenizer, 128)
+    whole.prefix_chars = None  # what tokenizing every document in full costs
+    long_us = {}
+    for name, tokenize_long in (("whole text", whole), ("from its start", tokenize)):
+        started = time.perf_counter()
+        for text in long_texts:
+            tokenize_long(text)
+        long_us[name] = (time.perf_counter() - started) / len(long_texts) * 1e6
+    mean_chars = statistics.mean(len(t["text"]) for t in long_texts)
+
     collator = MLMCollator(tokenizer, mlm_probability=0.3)
     collator(tokenized[:batch_size])  # first call outside the clock
     passes = []  # the median of 5 passes: one pass moves by +-30% on a busy 2-core machine
@@ -63,7 +75,8 @@ def per_sample_microseconds(data: str, samples: int, batch_size: int) -> dict[st
         passes.append(time.perf_counter() - started)
     collate_s = statistics.median(passes)
     return {"read from MDS": read_s / samples * 1e6, "tokenize": tokenize_s / samples * 1e6,
-            "mask and collate": collate_s / samples * 1e6}
+            "mask and collate": collate_s / samples * 1e6,
+            **{f"tokenize a {mean_chars:,.0f}-character document, {name}": us for name, us in long_us.items()}}
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
-"""Loading tokenizers with errors that say what to do."""
+"""Loading tokenizers with errors that say what to do, and what a tokenizer's pipeline guarantees."""
 from __future__ import annotations
 
+import json
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -35,3 +36,38 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
             f"could not load tokenizer {name_or_path!r}: it is not a local folder and the hub gave: {error}\n"
             f"Offline, point tokenizer_name to a local tokenizer folder (e.g. data/tokenizer after `make data`)."
         ) from error
+
+
+# Pre-tokenizers that split the text at whitespace, and those that only split the pieces further.
+WHITESPACE_SPLITTERS = {"BertPreTokenizer", "Whitespace", "WhitespaceSplit"}
+FURTHER_SPLITTERS = {"Digits", "Punctuation"}
+# Normalizers that map each character on its own (none joins or moves text across a space).
+PER_CHARACTER_NORMALIZERS = {"BertNormalizer", "Lowercase", "NFC", "NFD", "NFKC", "NFKD", "StripAccents"}
+
+
+def _component_types(component: object, members: str) -> list[str]:
+    """The types in a `tokenizers` normalizer or pre-tokenizer, a Sequence's members included."""
+    if component is None:
+        return []
+
+    def types(state: dict) -> list[str]:
+        if state["type"] == "Sequence":
+            return [t for member in state[members] for t in types(member)]
+        return [state["type"]]
+
+    return types(json.loads(component.__getstate__()))
+
+
+def starts_are_tokenized_alike(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Whether tokenizing a text cut at an ASCII space, tab or newline gives the first tokens of the whole
+    text: true when the tokenizer splits words at whitespace before anything else and normalizes each
+    character on its own (BERT's WordPiece tokenizers, among others). Then the start of a long document
+    is all that needs tokenizing for its first max_seq_len tokens."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)  # the Rust pipeline of a fast tokenizer
+    if backend is None:
+        return False
+    splitters = _component_types(backend.pre_tokenizer, "pretokenizers")
+    normalizers = _component_types(backend.normalizer, "normalizers")
+    return (any(t in WHITESPACE_SPLITTERS for t in splitters)
+            and all(t in WHITESPACE_SPLITTERS | FURTHER_SPLITTERS for t in splitters)
+            and all(t in PER_CHARACTER_NORMALIZERS for t in normalizers))

@@ -4,8 +4,9 @@ import torch
 from streaming.base.util import clean_stale_shared_memory
 
 from src import text_data
-from src.text_data import GOLDEN_GAMMA, DataConfigError, MLMCollator, build_text_dataloader, main, splitmix64
-from src.tokenization import TokenizerNotFoundError, load_tokenizer
+from src.text_data import (GOLDEN_GAMMA, DataConfigError, MLMCollator, SampleTokenizer, build_text_dataloader, main,
+                            splitmix64)
+from src.tokenization import TokenizerNotFoundError, load_tokenizer, starts_are_tokenized_alike
 
 
 @pytest.fixture
@@ -50,6 +51,54 @@ def test_masking_rate_and_80_10_10_split(tokenizer):
     # The sizes the model reads on the host instead of waiting for the GPU: one int per sample.
     assert batch["real_token_counts"] == torch.tensor(encoded["attention_mask"]).sum(1).tolist()
     assert batch["predicted_token_counts"] == picked.sum(1).tolist()
+
+
+# Texts where cutting at the wrong place would change the tokens: accents and combining marks, CJK
+# characters (BERT's normalizer spaces them), punctuation runs, a word longer than WordPiece's 100
+# characters, tabs and newlines, and \x1c (a control character BERT deletes: not a place to cut).
+HARD_TEXT = ("Caf\u00e9 na\u0131\u0308ve r\u00e9sum\u00e9 \u4e2d\u6587\u5b57 ok... --- (a)(b)! "
+             + "x" * 120 + " tab\tnew\nline\r\nend ab\x1ccd 3.14 e=mc2 ")
+
+
+def test_a_long_documents_start_gives_its_first_tokens(synthetic_data, tokenizer):
+    from streaming import StreamingDataset
+
+    corpus = StreamingDataset(local=str(synthetic_data["mds"]), split="train", shuffle=False, batch_size=1)
+    docs = [corpus[i]["text"] for i in range(60)]
+    texts = [" ".join(docs[i:i + 4]) for i in range(0, 60, 4)] + [HARD_TEXT * 6, (HARD_TEXT + docs[0]) * 3]
+    cut_short = used_start = 0
+    for max_seq_len in (16, 64, 128):
+        tokenize = SampleTokenizer(tokenizer, max_seq_len)
+        assert tokenize.prefix_chars == 8 * max_seq_len
+        for prefix_chars in (tokenize.prefix_chars, 2 * max_seq_len, 40):  # small ones force cuts and fallbacks
+            tokenize.prefix_chars = prefix_chars
+            for text in texts:
+                assert tokenize({"text": text}) == tokenize.encode(text), (max_seq_len, prefix_chars, text[:80])
+                start = tokenize.encode(text[:prefix_chars])
+                cut_short += sum(start["attention_mask"]) < max_seq_len
+                used_start += sum(start["attention_mask"]) == max_seq_len and len(text) > prefix_chars
+    assert cut_short > 0, "no text took the fallback to tokenizing the whole text"
+    assert used_start > 0, "no text was tokenized from its start alone"
+
+
+def test_only_tokenizers_that_split_at_whitespace_first_tokenize_starts(tokenizer):
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    def fast(pre_tokenizer, normalizer=None):
+        backend = Tokenizer(models.WordLevel({"[UNK]": 0, "a": 1}, unk_token="[UNK]"))
+        backend.pre_tokenizer = pre_tokenizer
+        if normalizer is not None:
+            backend.normalizer = normalizer
+        return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]")
+
+    assert starts_are_tokenized_alike(tokenizer)  # the embedded WordPiece tokenizer (BERT's pipeline)
+    assert starts_are_tokenized_alike(fast(pre_tokenizers.Sequence([pre_tokenizers.Whitespace(),
+                                                                    pre_tokenizers.Digits()])))
+    assert not starts_are_tokenized_alike(fast(pre_tokenizers.ByteLevel()))
+    assert not starts_are_tokenized_alike(fast(pre_tokenizers.Digits()))  # splits, but not at whitespace
+    assert not starts_are_tokenized_alike(fast(pre_tokenizers.Whitespace(), normalizers.Replace(" ", "")))
+    assert SampleTokenizer(fast(pre_tokenizers.Metaspace()), 16).prefix_chars is None
 
 
 def test_splitmix64_matches_the_reference_stream():
