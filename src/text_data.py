@@ -84,7 +84,7 @@ class SampleTokenizer:
         return self.encode(text)
 
     def encode(self, text: str) -> dict[str, list[int]]:
-        """The whole text, tokenized and truncated."""
+        """`text` tokenized in full, then truncated and padded to max_seq_len."""
         encoded = self.tokenizer(text, truncation=True, max_length=self.max_seq_len, padding="max_length",
                                  return_token_type_ids=False)
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
@@ -154,9 +154,8 @@ class StreamingTextDataset(StreamingDataset):
 GOLDEN_GAMMA = np.uint64(0x9E3779B97F4A7C15)
 
 
-def splitmix64(states: np.ndarray) -> np.ndarray:
+def splitmix64(z: np.ndarray) -> np.ndarray:
     """SplitMix64's output function on uint64 states (numpy wraps the arithmetic modulo 2**64)."""
-    z = states
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return z ^ (z >> np.uint64(31))
