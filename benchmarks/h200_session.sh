@@ -42,6 +42,11 @@
 #                                              #   then the compiled encoder's step under max-autotune
 #   bash benchmarks/h200_session.sh encoder_profile8  # session 8: the compiled encoder's GPU time by
 #                                              #   kernel category (after session 7's fp32-scale fix)
+#   bash benchmarks/h200_session.sh session9   # src/trainer.py's Composer speed beside Composer's own
+#                                              #   Trainer; the recipe's step timed back to back
+#   bash benchmarks/h200_session.sh session9b  # src/trainer.py with no wait left; no-GLU and HF rows
+#   bash benchmarks/h200_session.sh session9c  # async_loss checked on the GPU; Composer speed again
+#   bash benchmarks/h200_session.sh session9d  # Composer speed, default | C++ wrapper; async_loss check
 #   bash benchmarks/h200_session.sh syncfree   # lane 0: throughput of the host-wait-free step, the tiled
 #                                              #   GEGLU and HF + compile, with a profile; lane 1: GEGLU
 #                                              #   microbenchmark, Composer speed with/without the NaN
@@ -285,6 +290,51 @@ encoder_profile8)
   encoder="Mosaic BERT (full recipe) + encoder compile + fused GEGLU"
   step 0 200 throughput_profile python3 benchmarks/throughput.py --paddings 0.0 --variants "$encoder" \
     --profile "$encoder" --out benchmarks/results/session8_throughput_encoder_profile
+  ;;
+session9)
+  # Session 9: src/trainer.py (Composer's loop without its per-batch GPU waits, the loss read one batch
+  # late) against the raw loop, and Composer's own Trainer in the same call; then the recipe's step timed
+  # back to back (throughput.py's new timing, first run), full length.
+  step 0 240 speed_session9 $launcher -n 1 --master_port 29501 \
+    benchmarks/pretraining.py speed --model mosaic_bert --data "$data" --steps 150 --raw_steps 40 \
+    --loader_batches 60 --out benchmarks/results/pretraining_speed_session9.json
+  step 0 170 speed_session9_composer_trainer $launcher -n 1 --master_port 29502 \
+    benchmarks/pretraining.py speed --model mosaic_bert --data "$data" --steps 150 --composer_only \
+    --composer_trainer --out benchmarks/results/pretraining_speed_session9_composer_trainer.json
+  step 0 150 throughput_recipe python3 benchmarks/throughput.py --paddings 0.0 \
+    --variants "Mosaic BERT (full recipe) + encoder compile + fused GEGLU" \
+    --out benchmarks/results/session9_throughput_recipe
+  ;;
+session9b)
+  # Session 9, second call: src/trainer.py with no wait left in a batch (the batch size summed on the
+  # host too) against the raw loop; then the no-GLU and HF rows of the issue-6 ratios, timed back to back.
+  step 0 240 speed_session9b $launcher -n 1 --master_port 29501 \
+    benchmarks/pretraining.py speed --model mosaic_bert --data "$data" --steps 150 --raw_steps 40 \
+    --loader_batches 60 --out benchmarks/results/pretraining_speed_session9b.json
+  step 0 330 throughput_ratios python3 benchmarks/throughput.py \
+    --variants "Mosaic BERT no GLU + encoder compile" "HF BERT SDPA + compile" \
+    --out benchmarks/results/session9_throughput_ratios
+  ;;
+session9c)
+  # Session 9, third call: async_loss on the GPU (same losses one step later, same checkpoints and
+  # evaluations, no wait in a batch), then Composer speed again, to see how much it moves between calls.
+  step 0 240 async_loss_gpu_check python3 benchmarks/async_loss_gpu_check.py --data "$data"
+  step 0 240 speed_session9c $launcher -n 1 --master_port 29501 \
+    benchmarks/pretraining.py speed --model mosaic_bert --data "$data" --steps 150 --raw_steps 40 \
+    --loader_batches 60 --out benchmarks/results/pretraining_speed_session9c.json
+  ;;
+session9d)
+  # Session 9, fourth call: with no wait left in Composer's batch, the host's time to queue a step decides
+  # whether Composer keeps up with the GPU (25.9-36.8 ms in the raw loop in this session's calls, against a
+  # 43.4 ms GPU step). Inductor's C++ wrapper queues the compiled encoder faster: Composer speed with the
+  # default and with it, in one call; then async_loss checked on the GPU again (waits in trainer.py only).
+  step 0 230 speed_session9d_default $launcher -n 1 --master_port 29501 \
+    benchmarks/pretraining.py speed --model mosaic_bert --data "$data" --steps 150 --raw_steps 40 \
+    --loader_batches 60 --out benchmarks/results/pretraining_speed_session9d_default.json
+  TORCHINDUCTOR_CPP_WRAPPER=1 step 0 240 speed_session9d_cpp_wrapper $launcher -n 1 --master_port 29502 \
+    benchmarks/pretraining.py speed --model mosaic_bert --data "$data" --steps 150 --raw_steps 40 \
+    --loader_batches 60 --out benchmarks/results/pretraining_speed_session9d_cpp_wrapper.json
+  step 0 150 async_loss_gpu_check python3 benchmarks/async_loss_gpu_check.py --data "$data"
   ;;
 encoder)
   # Session 7: compile_encoder puts all 12 layers, the Triton attention included (a torch.library

@@ -220,7 +220,8 @@ def speed(args) -> None:
     cfg.eval_loader = None  # speed only
     cfg.loggers = {"jsonl": {"path": str(metrics_file)}}
     result: dict[str, Any] = dict(model=args.model, gpus=dist.get_world_size(), batch_per_gpu=args.batch_size,
-                                  steps=args.steps, overrides=args.override, gpu=device_name())
+                                  steps=args.steps, overrides=args.override, gpu=device_name(),
+                                  trainer="composer.Trainer" if args.composer_trainer else "src.trainer.Trainer")
     if not args.composer_only and rank0:
         from src.tokenization import load_tokenizer
 
@@ -239,6 +240,10 @@ def speed(args) -> None:
 
     from src import builders
 
+    if args.composer_trainer:  # the before of src/trainer.py's after
+        import composer
+
+        builders.Trainer = lambda *positional, async_loss, **named: composer.Trainer(*positional, **named)
     counter = HostWaitCounter(start=min(30, args.steps // 2), window=5)
     builders.CALLBACKS["host_wait_counter"] = lambda: counter
     cfg.callbacks["host_wait_counter"] = {}
@@ -413,6 +418,8 @@ def cli() -> None:
     s.add_argument("--raw_steps", type=int, default=50)
     s.add_argument("--loader_batches", type=int, default=100)
     s.add_argument("--composer_only", action="store_true", help="skip the dataloader and raw-loop measurements")
+    s.add_argument("--composer_trainer", action="store_true",
+                   help="Composer's own Trainer instead of src/trainer.py's (its per-batch GPU waits included)")
     s.add_argument("--profile_live", action="store_true",
                    help="also profile 5 steps of the raw loop fed by the live dataloader (OUT.live_profile.txt)")
     s.add_argument("--out", required=True)

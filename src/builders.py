@@ -14,12 +14,12 @@ import re
 from typing import Any, Callable, Mapping, MutableMapping, Optional
 
 import torch
-from composer import Trainer
 from composer.utils import dist, reproducibility
 
 from src import checkpointing
 from src.config import ConfigError, format_config, pop_typed, to_plain_dict
 from src.object_store import forget_autoresume_download
+from src.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -260,6 +260,7 @@ TRAINER_KEYS = {
     "dist_timeout": ((int, float), 300.0),
     "compile_config": (dict, None),
     "step_schedulers_every_batch": (bool, None),
+    "async_loss": ((bool, str), "auto"),  # src/trainer.py: read each batch's loss one batch late (GPUs: auto)
 }
 # Keys build_trainer reads besides TRAINER_KEYS and the sections (optimizer, scheduler, ...).
 TRAINING_KEYS = ("device_train_microbatch_size", "train_metrics", "frozen_parameters")
@@ -271,6 +272,8 @@ def build_trainer(cfg: MutableMapping[str, Any], model, train_dataloader, eval_d
     trainer_kwargs = {}
     for key, (types, default) in TRAINER_KEYS.items():
         trainer_kwargs[key] = pop_typed(cfg, key, types, default)
+    if trainer_kwargs["async_loss"] not in (True, False, "auto"):
+        raise ConfigError(f"async_loss must be true, false or auto, got {trainer_kwargs['async_loss']!r}")
     if trainer_kwargs["autoresume"] and not trainer_kwargs["save_folder"]:
         raise ConfigError("autoresume: true needs a save_folder to look for checkpoints in")
     if trainer_kwargs["autoresume"] and not trainer_kwargs["run_name"]:

@@ -15,6 +15,7 @@ from composer.loggers import Logger
 from composer.utils import dist
 
 from src.config import ConfigError
+from src.trainer import LossReader, host_all_reduce
 
 
 class MostFrequentTokenBaseline(Callback):
@@ -66,21 +67,34 @@ class BatchLog(Callback):
     `sample_ids` are the dataset indices the collator put in the batch (src/text_data.py), so a log says
     exactly which samples a run saw in which order, and with which loss: what a resumed run is compared
     on, and where to look when a batch goes bad. `path` may contain `{rank}` (one file per rank).
+    A batch's line is written once its loss has been read: at its end, or with `async_loss`
+    (src/trainer.py) one batch later.
     """
 
     def __init__(self, path: str):
         self.path = path
         self.sample_ids: list[int] = []
+        self.waiting: dict[int, list[int]] = {}  # batch -> its sample ids, until its loss is read
 
     def after_dataloader(self, state: State, logger: Logger) -> None:
         ids = state.batch.get("sample_id") if isinstance(state.batch, Mapping) else None
         self.sample_ids = [] if ids is None else ids.tolist()
 
     def batch_end(self, state: State, logger: Logger) -> None:
-        loss = (state.total_loss_dict or {}).get("loss/train/total")
-        record = {"batch": int(state.timestamp.batch), "loss": loss, "sample_ids": self.sample_ids}
+        self.waiting[int(state.timestamp.batch)] = self.sample_ids
+        self._write_read_batches(state)
+
+    def fit_end(self, state: State, logger: Logger) -> None:
+        self._write_read_batches(state)
+
+    def _write_read_batches(self, state: State) -> None:
+        losses = state.total_loss_dict if state.total_loss_dict is not None else {}
+        loss_batch = getattr(losses, "batch", int(state.timestamp.batch))  # a plain dict: this batch's
         with open(self.path.format(rank=dist.get_global_rank()), "a") as file:
-            file.write(json.dumps(record) + "\n")
+            for batch in sorted(b for b in self.waiting if b <= loss_batch):
+                loss = losses.get("loss/train/total") if batch == loss_batch else None
+                record = {"batch": batch, "loss": loss, "sample_ids": self.waiting.pop(batch)}
+                file.write(json.dumps(record) + "\n")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -138,19 +152,26 @@ class NonFiniteLossGuard(Callback):
             self._stop(state, values, "training stopped before the optimizer step, so no weight was updated from it")
 
     def batch_end(self, state: State, logger: Logger) -> None:
-        if self.before_update:
-            return
+        if not self.before_update:
+            self.check_losses(state)
+
+    def check_losses(self, state: State) -> None:
+        """Stop if the losses last read (`state.total_loss_dict`) are not finite. With `async_loss` they are
+        the previous batch's, and src/trainer.py also calls this before each checkpoint."""
         losses = getattr(state, "total_loss_dict", None) or {}  # None when fp16 loss scaling skipped the step
         if all(math.isfinite(value) for value in losses.values()):
             return
         values = ", ".join(f"{name} {value}" for name, value in losses.items())
         self._stop(state, values, "training stopped before any checkpoint was written from it (its update "
                                   "reached the weights in memory; stop_on_non_finite_loss: before_update "
-                                  "stops before the update, at one GPU wait per batch)")
+                                  "stops before the update, at one GPU wait per batch)",
+                   batch=getattr(losses, "batch", None), ids=getattr(losses, "sample_ids", None))
 
-    def _stop(self, state: State, values: str, what_happened: str) -> None:
-        batch = int(state.timestamp.batch) + (1 if self.before_update else 0)
-        ids = state.batch.get("sample_id") if isinstance(state.batch, Mapping) else None
+    def _stop(self, state: State, values: str, what_happened: str, batch: Optional[int] = None,
+              ids: Optional[torch.Tensor] = None) -> None:
+        if batch is None:  # the current batch
+            batch = int(state.timestamp.batch) + (1 if self.before_update else 0)
+            ids = state.batch.get("sample_id") if isinstance(state.batch, Mapping) else None
         checkpoint = latest_checkpoint(state)
         raise NonFiniteLossError(
             f"the training loss of batch {batch} (epoch {int(state.timestamp.epoch)}) is not finite ({values}); "
@@ -218,15 +239,15 @@ class PreemptionCheckpoint(Callback):
     def _maybe_stop(self, state: State, logger: Logger) -> None:
         if self.stopped_at is not None:
             return
-        if dist.get_world_size() > 1:  # the ranks agree; the all-reduce's result is a wait for the GPU
-            flag = state.device.tensor_to_device(torch.tensor([self.received or 0]))
-            dist.all_reduce(flag, reduce_operation="MAX")
-            self.received = self.received or int(flag.item())
+        if dist.get_world_size() > 1:  # the ranks agree, on the CPU (no wait for the GPU)
+            self.received = self.received or int(host_all_reduce([self.received or 0], op="max")[0])
         if not self.received:
             return
         self.stopped_at = int(state.timestamp.batch)
         saver = next((cb for cb in state.callbacks if isinstance(cb, CheckpointSaver)), None)
         if saver is not None and saver.last_checkpoint_batch != state.timestamp.batch:
+            for reader in (cb for cb in state.callbacks if isinstance(cb, LossReader)):
+                reader.read_now(check=True)  # async_loss: the batch's loss is checked before it is saved
             saver._save_checkpoint(state, logger)
         self.checkpoint = latest_checkpoint(state) if saver is not None else None
         for evaluator in state.evaluators:

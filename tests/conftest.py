@@ -53,3 +53,27 @@ def tiny_pretrain_config(synthetic_data, save_folder, *overrides: str):
 def pretrain_cfg(synthetic_data, tmp_path):
     """tiny_pretrain_config with a fresh save folder per test."""
     return lambda *overrides: tiny_pretrain_config(synthetic_data, tmp_path / "ckpt", *overrides)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def release_streaming_shared_memory():
+    """After each test file, close the shared memory of the StreamingDatasets it is done with.
+
+    streaming keeps every shared-memory block it opens until the process exits (an atexit handler holds
+    each one), and each new dataset opens the blocks of every earlier one while it looks for a free name:
+    a test process that builds a few hundred datasets runs out of file descriptors ("Too many open
+    files"). Blocks a live dataset still uses (numpy views on them exist) cannot be closed and are kept.
+    """
+    yield
+    import atexit
+    import gc
+
+    from streaming.base.shared.memory import SharedMemory
+
+    gc.collect()  # datasets only a finished test referenced, and their views on the blocks
+    for block in [obj for obj in gc.get_objects() if isinstance(obj, SharedMemory)]:
+        try:
+            block.cleanup()
+        except BufferError:  # still in use
+            continue
+        atexit.unregister(block.cleanup)

@@ -1,0 +1,139 @@
+"""src/trainer.py: Composer's loop without its per-batch GPU waits, and `async_loss` (the loss read one
+batch late). On the CPU there is no GPU to wait for, so these tests check what must hold on any device:
+the same losses, logged in order, the guard and the checkpoints as before, and which reads are left."""
+import inspect
+import json
+import sys
+from pathlib import Path
+
+import composer
+import pytest
+import torch
+from composer.trainer.trainer import Trainer as ComposerTrainer
+from streaming.base.util import clean_stale_shared_memory
+
+from main import main
+from src import builders
+from src.callbacks import NonFiniteLossError
+from src.config import ConfigError, load_config
+from src.trainer import BatchLosses, LossReader, Trainer
+from tests.conftest import TEST_YAML
+from tests.test_reliability import CHECKPOINT, FaultProbe, batch_log, listing, overrides
+
+
+@pytest.fixture(autouse=True)
+def fresh_shared_memory():
+    clean_stale_shared_memory()
+    yield
+    clean_stale_shared_memory()
+
+
+def test_the_overridden_composer_methods_are_those_of_0_32_1():
+    assert composer.__version__ == "0.32.1"
+    signatures = {name: list(inspect.signature(getattr(ComposerTrainer, name)).parameters)
+                  for name in ("_train_batch", "_train_microbatches", "_iter_dataloader", "_accumulate_time_across_ranks",
+                               "_use_closures")}
+    assert signatures == {"_train_batch": ["self", "use_grad_scaling"], "_iter_dataloader": ["self", "trainer_mode"],
+                          "_train_microbatches": ["self", "microbatches", "total_loss_dict", "ddp_sync"],
+                          "_accumulate_time_across_ranks": ["self", "num_samples", "num_tokens", "batch_time"],
+                          "_use_closures": ["self"]}
+    loop = inspect.getsource(ComposerTrainer._train_loop)
+    # _train_batch returning None makes the loop skip its own read of the loss (what async_loss relies on)
+    assert "total_loss_dict = self._train_batch(use_grad_scaling)" in loop
+    assert "if total_loss_dict is not None:" in loop
+
+
+def run(cfg_overrides, folder: Path, *extra: str) -> dict:
+    metrics = folder / "metrics.jsonl"
+    trainer = main(load_config(str(TEST_YAML), cfg_overrides(folder, f"loggers.jsonl.path={metrics}", *extra)),
+                   return_trainer=True)
+    lines = [line for line in map(json.loads, metrics.read_text().splitlines()) if "step" in line]
+    return {"trainer": trainer, "lines": lines, "batch_log": batch_log(folder),
+            "losses": [(line["step"], line["loss/train/total"]) for line in lines if "loss/train/total" in line]}
+
+
+@pytest.fixture(scope="module")
+def runs(synthetic_data, tmp_path_factory):
+    """The same 8 batches with the loss read at once and one batch late."""
+    def cfg_overrides(folder, *extra):
+        return overrides(synthetic_data, folder, *extra)
+    root = tmp_path_factory.mktemp("async_loss")
+    return {setting: run(cfg_overrides, root / setting, f"async_loss={setting}") for setting in ("false", "true")}
+
+
+def test_async_loss_logs_the_same_losses_one_step_later(runs):
+    at_once, late = runs["false"]["losses"], runs["true"]["losses"]
+    assert [step for step, _ in at_once] == list(range(8))
+    assert [step for step, _ in late] == list(range(1, 9))  # the last one read at the end of training
+    assert [loss for _, loss in late] == [loss for _, loss in at_once]
+    assert runs["true"]["trainer"].async_loss and not runs["false"]["trainer"].async_loss
+    losses = runs["true"]["trainer"].state.total_loss_dict
+    assert isinstance(losses, BatchLosses) and losses.batch == 8 and losses["loss/train/total"] == at_once[-1][1]
+
+
+def test_async_loss_logs_steps_in_order(runs):
+    """W&B drops metrics logged at a step below one it has seen; the late losses never go back."""
+    steps = [line["step"] for line in runs["true"]["lines"]]
+    assert steps == sorted(steps)
+
+
+def test_batch_log_holds_each_batch_with_its_own_loss(runs):
+    at_once, late = runs["false"]["batch_log"], runs["true"]["batch_log"]
+    assert [record["batch"] for record in late] == list(range(1, 9))
+    assert late == at_once
+    assert all(record["loss"] is not None for record in late)
+
+
+def test_async_loss_is_off_on_the_cpu_by_default(pretrain_cfg):
+    trainer = main(pretrain_cfg(), return_trainer=True, do_train=False)
+    assert isinstance(trainer, Trainer) and trainer.async_loss is False
+    assert not any(isinstance(cb, LossReader) for cb in trainer.state.callbacks)
+    trainer.close()
+
+
+def test_a_bad_async_loss_value_is_explained(pretrain_cfg):
+    with pytest.raises(ConfigError, match=r"async_loss must be true, false or auto, got 'sometimes'"):
+        main(pretrain_cfg("async_loss=sometimes"), do_train=False)
+
+
+@pytest.mark.parametrize("nan_at", [3, 4])
+def test_a_late_nan_loss_still_stops_before_its_checkpoint(synthetic_data, tmp_path, nan_at):
+    """Batch 3's NaN is read while batch 4 runs and stops the run at batch 4's end, before its checkpoint;
+    batch 4's NaN is read before the checkpoint due at batch 4 is written."""
+    folder = tmp_path / "run"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(builders.CALLBACKS, "fault_probe", FaultProbe)
+        trainer = main(load_config(str(TEST_YAML), overrides(synthetic_data, folder, f"callbacks.fault_probe.nan_at={nan_at}",
+                                                             "async_loss=true")), return_trainer=True, do_train=False)
+        with pytest.raises(NonFiniteLossError) as raised:
+            trainer.fit()
+    error = str(raised.value)
+    assert error.startswith(f"the training loss of batch {nan_at} (epoch 0) is not finite (loss/train/total nan); "
+                            "training stopped before any checkpoint was written from it")
+    assert f"the last checkpoint, {folder / CHECKPOINT.format(2)}, is from before it" in error
+    ids = next(record["sample_ids"] for record in batch_log(folder) if record["batch"] == nan_at - 1)
+    assert "Sample ids in this batch (on this rank): [" in error and str(ids) not in error
+    assert listing(folder) == {CHECKPOINT.format(2): "", "latest-rank0.pt": CHECKPOINT.format(2)}
+
+
+def test_composers_loop_reads_no_tensor_with_async_loss(pretrain_cfg, monkeypatch):
+    """Each `.item()` / `.cpu()` in Composer's trainer.py is a wait for the GPU on a GPU (seven per batch
+    in Composer 0.32.1); with async_loss none is left in the loop."""
+    trainer_file = inspect.getsourcefile(ComposerTrainer)
+    reads: list[int] = []
+    for method in ("item", "cpu"):
+        original = getattr(torch.Tensor, method)
+
+        def counting(self, *args, _original=original, **kwargs):
+            caller = sys._getframe(1)
+            if caller.f_code.co_filename == trainer_file:
+                reads.append(caller.f_lineno)
+            return _original(self, *args, **kwargs)
+        monkeypatch.setattr(torch.Tensor, method, counting)
+    trainer = main(pretrain_cfg("async_loss=true", "train_metrics=false", "eval_loader=null", "eval_interval=1",
+                                "save_folder=null", "max_duration=6ba"), return_trainer=True, do_train=False)
+    reads.clear()  # the Trainer's construction reads the seed once
+    trainer.fit()
+    assert int(trainer.state.timestamp.batch) == 6
+    assert reads == []
+    assert trainer.state.total_loss_dict.batch == 6
