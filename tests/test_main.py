@@ -70,14 +70,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_two_processes_train_and_agree(synthetic_data, tmp_path):
+@pytest.mark.parametrize("async_loss, own_host_group", [("false", "0"), ("true", "1")])
+def test_two_processes_train_and_agree(synthetic_data, tmp_path, async_loss, own_host_group):
+    """Two ranks end with the same weights and counts; also with the loss read one batch late and the
+    ranks' host-side numbers agreed through a gloo group of the trainer's own (as on GPUs)."""
     overrides = [f"data_local={synthetic_data['mds']}", f"tokenizer_name={synthetic_data['tokenizer']}",
                  f"save_folder={tmp_path / 'ckpt'}", "max_seq_len=32", "global_train_batch_size=8",
                  "device_train_microbatch_size=4", "max_duration=4ba", "eval_interval=4ba",
                  "eval_subset_num_batches=1", "train_loader.num_workers=0", "eval_loader.num_workers=0",
                  "model.model_config.hidden_size=32", "model.model_config.intermediate_size=64",
-                 "model.model_config.num_attention_heads=2"]
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+                 "model.model_config.num_attention_heads=2", f"async_loss={async_loss}"]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OWN_HOST_GROUP": own_host_group}
     result = subprocess.run(
         [os.path.join(os.path.dirname(sys.executable), "composer"), "-n", "2", "--master_port", str(free_port()),
          "tests/scripts/train_and_dump.py", str(TEST_YAML), str(tmp_path), *overrides],
@@ -86,6 +89,9 @@ def test_two_processes_train_and_agree(synthetic_data, tmp_path):
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2]
     assert [r["batches"] for r in ranks] == [4, 4]
+    assert [r["samples"] for r in ranks] == [32, 32]  # 8 per batch, summed over the ranks
+    assert [r["own_host_group"] for r in ranks] == [own_host_group == "1"] * 2
+    assert ranks[0]["losses"] == ranks[1]["losses"] and 0 < ranks[0]["losses"]["loss/train/total"] < 20
     for name, value in ranks[0]["weights"].items():
         torch.testing.assert_close(ranks[1]["weights"][name], value, rtol=0, atol=0, msg=name)
 
