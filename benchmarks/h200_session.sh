@@ -47,6 +47,8 @@
 #   bash benchmarks/h200_session.sh session9b  # src/trainer.py with no wait left; no-GLU and HF rows
 #   bash benchmarks/h200_session.sh session9c  # async_loss checked on the GPU; Composer speed again
 #   bash benchmarks/h200_session.sh session9d  # Composer speed, default | C++ wrapper; async_loss check
+#   bash benchmarks/h200_session.sh gemm_autotune  # the compiled encoder with Inductor's GEGLU, GEMMs
+#                                              #   autotuned with Triton templates (epilogue fusion)
 #   bash benchmarks/h200_session.sh syncfree   # lane 0: throughput of the host-wait-free step, the tiled
 #                                              #   GEGLU and HF + compile, with a profile; lane 1: GEGLU
 #                                              #   microbenchmark, Composer speed with/without the NaN
@@ -335,6 +337,16 @@ session9d)
     benchmarks/pretraining.py speed --model mosaic_bert --data "$data" --steps 150 --raw_steps 40 \
     --loader_batches 60 --out benchmarks/results/pretraining_speed_session9d_cpp_wrapper.json
   step 0 150 async_loss_gpu_check python3 benchmarks/async_loss_gpu_check.py --data "$data"
+  ;;
+gemm_autotune)
+  # Next MFU step (docs/NOTES.md): 60% needs the element-wise work inside the GEMMs. Inductor fuses
+  # pointwise epilogues only into its own Triton GEMM templates, and only for its own ops: the compiled
+  # encoder with Inductor's GEGLU (not the fused kernel, a custom op it cannot fuse), GEMMs autotuned
+  # between cuBLAS and Triton templates. Compare with the recipe row (4,273 samples/s, session 9).
+  TORCHINDUCTOR_MAX_AUTOTUNE_GEMM=1 TORCHINDUCTOR_MAX_AUTOTUNE_GEMM_BACKENDS=ATEN,TRITON \
+    step 0 450 throughput_gemm_autotune python3 benchmarks/throughput.py --paddings 0.0 \
+    --variants "Mosaic BERT (full recipe) + encoder compile" --profile "Mosaic BERT (full recipe) + encoder compile" \
+    --out benchmarks/results/gemm_autotune
   ;;
 encoder)
   # Session 7: compile_encoder puts all 12 layers, the Triton attention included (a torch.library
