@@ -52,7 +52,8 @@ class WaitCounter(Callback):
             torch.cuda.set_sync_debug_mode("default")
             self._recording.__exit__(None, None, None)
             self._recording = None
-            self.waits = [f"{Path(w.filename).name}:{w.lineno}" for w in self._caught if "synchroniz" in str(w.message)]
+            self.waits = [f"{Path(w.filename).name}:{w.lineno}" for w in self._caught
+                          if "synchroniz" in str(w.message)]
 
 
 def train(data: Path, folder: Path, async_loss: bool) -> dict:
@@ -89,7 +90,8 @@ def main_check(data: Path, out: Path) -> int:
         late = train(data, Path(scratch) / "late", async_loss=True)
     checks = {
         "trained on the GPU": at_once["device"] == late["device"] == "gpu",
-        "late losses logged one step later": [s for s, _ in late["losses"]] == [s + 1 for s, _ in at_once["losses"]],
+        "late losses logged one step later":
+            [s for s, _ in late["losses"]] == [s + 1 for s, _ in at_once["losses"]],
         "every batch's loss logged": [s for s, _ in at_once["losses"]] == list(range(BATCHES)),
         "same loss values": all(abs(a - b) <= LOSS_RTOL * abs(a)
                                 for (_, a), (_, b) in zip(at_once["losses"], late["losses"])),
@@ -97,7 +99,8 @@ def main_check(data: Path, out: Path) -> int:
         "same evaluation steps": at_once["eval_steps"] == late["eval_steps"] and late["eval_steps"],
         "no wait in Composer's loop in the late run": composer_waits(late) == 0 < composer_waits(at_once),
     }
-    summary = {"gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "none", "checks": {k: bool(v) for k, v in checks.items()},
+    summary = {"gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "none",
+               "checks": {k: bool(v) for k, v in checks.items()},
                "at_once": at_once, "late": late,
                "largest_relative_loss_difference": max(abs(a - b) / abs(a) for (_, a), (_, b)
                                                        in zip(at_once["losses"], late["losses"]))}
@@ -111,8 +114,10 @@ def main_check(data: Path, out: Path) -> int:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "async_loss_gpu_check.json")
+    parser.add_argument("--out", type=Path,
+                        default=REPO_ROOT / "benchmarks" / "results" / "async_loss_gpu_check.json")
     args = parser.parse_args()
     sys.exit(main_check(args.data, args.out))

@@ -187,7 +187,7 @@ class Trainer(ComposerTrainer):
         if ddp_sync or not isinstance(self.state.model, DistributedDataParallel):
             context = contextlib.nullcontext
         elif self.state.auto_microbatching and not self.first_train_batch_complete:
-            context = contextlib.nullcontext  # Composer: avoids a deadlock when only some ranks run out of memory
+            context = contextlib.nullcontext  # Composer: no deadlock when only some ranks run out of memory
         else:
             context = self.state.model.no_sync
         assert self._train_data_spec is not None and self.state.optimizers is not None

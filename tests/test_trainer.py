@@ -31,13 +31,15 @@ def fresh_shared_memory():
 
 def test_the_overridden_composer_methods_are_those_of_0_32_1():
     assert composer.__version__ == "0.32.1"
+    overridden = ("_train_batch", "_train_microbatches", "_iter_dataloader", "_accumulate_time_across_ranks",
+                  "_use_closures")
     signatures = {name: list(inspect.signature(getattr(ComposerTrainer, name)).parameters)
-                  for name in ("_train_batch", "_train_microbatches", "_iter_dataloader", "_accumulate_time_across_ranks",
-                               "_use_closures")}
-    assert signatures == {"_train_batch": ["self", "use_grad_scaling"], "_iter_dataloader": ["self", "trainer_mode"],
-                          "_train_microbatches": ["self", "microbatches", "total_loss_dict", "ddp_sync"],
-                          "_accumulate_time_across_ranks": ["self", "num_samples", "num_tokens", "batch_time"],
-                          "_use_closures": ["self"]}
+                  for name in overridden}
+    assert signatures == {
+        "_train_batch": ["self", "use_grad_scaling"], "_iter_dataloader": ["self", "trainer_mode"],
+        "_train_microbatches": ["self", "microbatches", "total_loss_dict", "ddp_sync"],
+        "_accumulate_time_across_ranks": ["self", "num_samples", "num_tokens", "batch_time"],
+        "_use_closures": ["self"]}
     loop = inspect.getsource(ComposerTrainer._train_loop)
     # _train_batch returning None makes the loop skip its own read of the loss (what async_loss relies on)
     assert "total_loss_dict = self._train_batch(use_grad_scaling)" in loop
@@ -46,11 +48,12 @@ def test_the_overridden_composer_methods_are_those_of_0_32_1():
 
 def run(cfg_overrides, folder: Path, *extra: str) -> dict:
     metrics = folder / "metrics.jsonl"
-    trainer = main(load_config(str(TEST_YAML), cfg_overrides(folder, f"loggers.jsonl.path={metrics}", *extra)),
-                   return_trainer=True)
+    cfg = load_config(str(TEST_YAML), cfg_overrides(folder, f"loggers.jsonl.path={metrics}", *extra))
+    trainer = main(cfg, return_trainer=True)
     lines = [line for line in map(json.loads, metrics.read_text().splitlines()) if "step" in line]
     return {"trainer": trainer, "lines": lines, "batch_log": batch_log(folder),
-            "losses": [(line["step"], line["loss/train/total"]) for line in lines if "loss/train/total" in line]}
+            "losses": [(line["step"], line["loss/train/total"])
+                       for line in lines if "loss/train/total" in line]}
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +62,8 @@ def runs(synthetic_data, tmp_path_factory):
     def cfg_overrides(folder, *extra):
         return overrides(synthetic_data, folder, *extra)
     root = tmp_path_factory.mktemp("async_loss")
-    return {setting: run(cfg_overrides, root / setting, f"async_loss={setting}") for setting in ("false", "true")}
+    return {setting: run(cfg_overrides, root / setting, f"async_loss={setting}")
+            for setting in ("false", "true")}
 
 
 def test_async_loss_logs_the_same_losses_one_step_later(runs):
@@ -69,7 +73,8 @@ def test_async_loss_logs_the_same_losses_one_step_later(runs):
     assert [loss for _, loss in late] == [loss for _, loss in at_once]
     assert runs["true"]["trainer"].async_loss and not runs["false"]["trainer"].async_loss
     losses = runs["true"]["trainer"].state.total_loss_dict
-    assert isinstance(losses, BatchLosses) and losses.batch == 8 and losses["loss/train/total"] == at_once[-1][1]
+    assert isinstance(losses, BatchLosses) and losses.batch == 8
+    assert losses["loss/train/total"] == at_once[-1][1]
 
 
 def test_async_loss_logs_steps_in_order(runs):
@@ -104,13 +109,15 @@ def test_a_late_nan_loss_still_stops_before_its_checkpoint(synthetic_data, tmp_p
     folder = tmp_path / "run"
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(builders.CALLBACKS, "fault_probe", FaultProbe)
-        trainer = main(load_config(str(TEST_YAML), overrides(synthetic_data, folder, f"callbacks.fault_probe.nan_at={nan_at}",
-                                                             "async_loss=true")), return_trainer=True, do_train=False)
+        cfg = load_config(str(TEST_YAML), overrides(synthetic_data, folder, "async_loss=true",
+                                                    f"callbacks.fault_probe.nan_at={nan_at}"))
+        trainer = main(cfg, return_trainer=True, do_train=False)
         with pytest.raises(NonFiniteLossError) as raised:
             trainer.fit()
     error = str(raised.value)
-    assert error.startswith(f"the training loss of batch {nan_at} (epoch 0) is not finite (loss/train/total nan); "
-                            "training stopped before any checkpoint was written from it")
+    assert error.startswith(f"the training loss of batch {nan_at} (epoch 0) is not finite "
+                            "(loss/train/total nan); training stopped before any checkpoint was written "
+                            "from it")
     assert f"the last checkpoint, {folder / CHECKPOINT.format(2)}, is from before it" in error
     records = {record["batch"]: record for record in batch_log(folder)}
     assert f"Sample ids in this batch (on this rank): {records[nan_at - 1]['sample_ids']}" not in error
@@ -134,8 +141,9 @@ def test_composers_loop_reads_no_tensor_with_async_loss(pretrain_cfg, monkeypatc
                 reads.append(caller.f_lineno)
             return _original(self, *args, **kwargs)
         monkeypatch.setattr(torch.Tensor, method, counting)
-    trainer = main(pretrain_cfg("async_loss=true", "train_metrics=false", "eval_loader=null", "eval_interval=1",
-                                "save_folder=null", "max_duration=6ba"), return_trainer=True, do_train=False)
+    cfg = pretrain_cfg("async_loss=true", "train_metrics=false", "eval_loader=null", "eval_interval=1",
+                       "save_folder=null", "max_duration=6ba")
+    trainer = main(cfg, return_trainer=True, do_train=False)
     reads.clear()  # the Trainer's construction reads the seed once
     trainer.fit()
     assert int(trainer.state.timestamp.batch) == 6
