@@ -24,7 +24,7 @@ This subclass keeps Composer's loop (events, callbacks, evaluation, checkpoints)
 With `async_loss` no wait is left in a batch: the read of batch N's loss, after batch N+1 has been queued,
 keeps the host at most one batch ahead of the GPU, and the GPU always has work queued. Without it the
 loss is read at the end of its own batch, as in Composer. `device_train_microbatch_size: auto` keeps
-Composer's agreement between ranks on out-of-memory errors, four GPU reads per batch: a fixed
+Composer's agreement between ranks on out-of-memory errors, three GPU reads per batch: a fixed
 microbatch size has none.
 
 The overridden methods are private to Composer; requirements-nodeps.txt pins composer==0.32.1, and
