@@ -16,16 +16,15 @@ import argparse
 import json
 import sys
 import tempfile
-import warnings
 from pathlib import Path
 
 import torch
-from composer.core import Callback
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from main import main  # noqa: E402
+from pretraining import HostWaitCounter  # noqa: E402  (benchmarks/, this script's folder)
 from src import builders  # noqa: E402
 from src.config import load_config  # noqa: E402
 
@@ -33,31 +32,8 @@ BATCHES = 40
 LOSS_RTOL = 1e-2  # two GPU runs of the same seed differ by atomics' summation order, not by more
 
 
-class WaitCounter(Callback):
-    """Counts torch's "synchronizing" warnings (a host wait for the GPU) in batches 10 to 30."""
-
-    def __init__(self):
-        self.waits = None
-        self._caught = self._recording = None
-
-    def batch_start(self, state, logger):
-        if not torch.cuda.is_available():
-            return
-        if int(state.timestamp.batch) == 10:
-            self._recording = warnings.catch_warnings(record=True)
-            self._caught = self._recording.__enter__()
-            warnings.simplefilter("always")
-            torch.cuda.set_sync_debug_mode("warn")
-        elif int(state.timestamp.batch) == 30 and self._recording is not None:
-            torch.cuda.set_sync_debug_mode("default")
-            self._recording.__exit__(None, None, None)
-            self._recording = None
-            self.waits = [f"{Path(w.filename).name}:{w.lineno}" for w in self._caught
-                          if "synchroniz" in str(w.message)]
-
-
 def train(data: Path, folder: Path, async_loss: bool) -> dict:
-    counter = WaitCounter()
+    counter = HostWaitCounter(start=10, window=20)
     builders.CALLBACKS["wait_counter"] = lambda: counter
     metrics = folder / "metrics.jsonl"
     cfg = load_config(str(REPO_ROOT / "yamls" / "test" / "main.yaml"), [
@@ -73,7 +49,7 @@ def train(data: Path, folder: Path, async_loss: bool) -> dict:
         "losses": [(line["step"], line["loss/train/total"]) for line in lines if "loss/train/total" in line],
         "eval_steps": [line["step"] for line in lines if "metrics/eval/MaskedAccuracy" in line],
         "checkpoints": sorted(path.name for path in (folder / "ckpt").glob("ep*-ba*-rank0.pt")),
-        "waits_in_batches_10_to_30": counter.waits,
+        "waits_in_batches_10_to_30": counter.where,  # source line -> count
         "device": trainer.state.device.name,
     }
     trainer.close()
@@ -81,7 +57,7 @@ def train(data: Path, folder: Path, async_loss: bool) -> dict:
 
 
 def composer_waits(run: dict) -> int:
-    return sum(1 for where in run["waits_in_batches_10_to_30"] or [] if where.startswith("trainer.py:"))
+    return sum(n for where, n in run["waits_in_batches_10_to_30"].items() if where.startswith("trainer.py:"))
 
 
 def main_check(data: Path, out: Path) -> int:
