@@ -90,8 +90,11 @@ class BatchLog(Callback):
     def _write_read_batches(self, state: State) -> None:
         losses = state.total_loss_dict if state.total_loss_dict is not None else {}
         loss_batch = getattr(losses, "batch", int(state.timestamp.batch))  # a plain dict: this batch's
+        read = sorted(b for b in self.waiting if b <= loss_batch)
+        if not read:
+            return
         with open(self.path.format(rank=dist.get_global_rank()), "a") as file:
-            for batch in sorted(b for b in self.waiting if b <= loss_batch):
+            for batch in read:
                 loss = losses.get("loss/train/total") if batch == loss_batch else None
                 record = {"batch": batch, "loss": loss, "sample_ids": self.waiting.pop(batch)}
                 file.write(json.dumps(record) + "\n")

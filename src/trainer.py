@@ -35,7 +35,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import itertools
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.distributed as torch_dist
@@ -144,7 +144,7 @@ class Trainer(ComposerTrainer):
         if not self.async_loss or losses is None:  # None: fp16 loss scaling skipped the step
             return losses
         batch = self.state.batch
-        sample_ids = batch.get("sample_id") if isinstance(batch, dict) else None
+        sample_ids = batch.get("sample_id") if isinstance(batch, Mapping) else None
         previous = self._losses_in_flight
         self._losses_in_flight = LossesInFlight(losses, int(self.state.timestamp.batch) + 1, sample_ids)
         if previous is not None:  # its batch finished on the GPU before this one started: no wait
