@@ -345,8 +345,12 @@ TUNE_DQ = [K(64, 64, 4, 2), K(128, 32, 4, 3), K(64, 64, 4, 3), K(64, 32, 4, 3), 
 TUNE_DKDV = [K(32, 64, 4, 3), K(64, 64, 4, 2), K(32, 64, 4, 2), K(32, 128, 4, 2), K(64, 64, 4, 3)]
 # Short-kernel candidates (heads per program, warps, stages), max_seqlen <= 128: the full tile (sequences
 # longer than the small tile) and the small tile.
-TUNE_SHORT_FWD = [S(1, 8, 1), S(2, 8, 1), S(2, 8, 2), S(1, 4, 1), S(3, 8, 2)]
-TUNE_SHORT_BWD = [S(1, 8, 1), S(2, 8, 1), S(2, 8, 2), S(1, 4, 1)]
+# Session 10 added the 16-warp and the deeper-pipelined candidates (a 128 x 128 tile's score matrices
+# take most of a thread's registers at 8 warps).
+TUNE_SHORT_FWD = [S(1, 8, 1), S(2, 8, 1), S(2, 8, 2), S(1, 4, 1), S(3, 8, 2), S(2, 4, 2), S(1, 16, 1),
+                  S(2, 16, 2)]
+TUNE_SHORT_BWD = [S(1, 8, 1), S(2, 8, 1), S(2, 8, 2), S(1, 4, 1), S(1, 16, 1), S(2, 16, 2), S(3, 16, 2),
+                  S(4, 8, 2)]
 TUNE_SMALL_FWD = [S(2, 4, 2), S(4, 4, 2), S(4, 2, 2), S(1, 4, 1), S(12, 4, 2)]
 TUNE_SMALL_BWD = [S(2, 4, 2), S(4, 2, 2), S(1, 4, 1), S(4, 4, 2)]
 

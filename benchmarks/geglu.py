@@ -1,6 +1,7 @@
 """Mosaic BERT's GEGLU feed-forward on one GPU: the GLU's element-wise part alone and the whole block,
 eager PyTorch vs torch.compile (static and dynamic token count) vs the Triton kernels (src/fused_geglu.py:
-the tiled one the model uses, with its rows per program autotuned, and the flat one it replaced).
+the tiled8 one the model uses, with its rows per program autotuned, and the tiled and flat ones it
+replaced).
 
     python benchmarks/geglu.py            # BERT-base sizes: 32,768 tokens (256 x 128), 768 -> 2 x 3072 -> 768
 
@@ -39,7 +40,15 @@ def glu_triton(gated):
 
 
 def glu_triton_flat(gated):
-    return geglu_dropout(gated, P, tiled=False)
+    return geglu_dropout(gated, P, kernel="flat")
+
+
+def glu_triton_tiled(gated):
+    return geglu_dropout(gated, P, kernel="tiled")
+
+
+def glu_triton_no_dropout(gated):
+    return geglu_dropout(gated, 0.0)
 
 
 class Block(nn.Module):
@@ -102,8 +111,10 @@ def main() -> None:
     rows = []
     glu_variants = {"eager PyTorch": lambda: glu_eager, "torch.compile, static": lambda: compiled(glu_eager, False),
                     "torch.compile, dynamic": lambda: compiled(glu_eager, True),
-                    "Triton kernel (tiled)": lambda: glu_triton,
-                    "Triton kernel (tiled) in torch.compile, dynamic": lambda: compiled(glu_triton, True),
+                    "Triton kernel (tiled8)": lambda: glu_triton,
+                    "Triton kernel (tiled8) in torch.compile, dynamic": lambda: compiled(glu_triton, True),
+                    "Triton kernel (tiled8) without dropout (no random numbers)": lambda: glu_triton_no_dropout,
+                    "Triton kernel, tiled (sessions 5-9)": lambda: glu_triton_tiled,
                     "Triton kernel, flat (before session 5)": lambda: glu_triton_flat}
     for name, make in glu_variants.items():
         try:
@@ -113,8 +124,9 @@ def main() -> None:
             rows.append(dict(part="GLU + dropout", variant=name, error=f"{type(error).__name__}: {error}"[:300]))
         print(json.dumps(rows[-1]), flush=True)
     block_variants = {"eager PyTorch": (glu_eager, None), "torch.compile, static": (glu_eager, False),
-                      "torch.compile, dynamic": (glu_eager, True), "Triton kernel (tiled), eager": (glu_triton, None),
-                      "Triton kernel (tiled), torch.compile dynamic": (glu_triton, True),
+                      "torch.compile, dynamic": (glu_eager, True), "Triton kernel (tiled8), eager": (glu_triton, None),
+                      "Triton kernel (tiled8), torch.compile dynamic": (glu_triton, True),
+                      "Triton kernel tiled, torch.compile dynamic": (glu_triton_tiled, True),
                       "Triton kernel flat, torch.compile dynamic": (glu_triton_flat, True)}
     for name, (glu, dynamic) in block_variants.items():
         try:

@@ -47,6 +47,7 @@
 #   bash benchmarks/h200_session.sh session9b  # src/trainer.py with no wait left; no-GLU and HF rows
 #   bash benchmarks/h200_session.sh session9c  # async_loss checked on the GPU; Composer speed again
 #   bash benchmarks/h200_session.sh session9d  # Composer speed, default | C++ wrapper; async_loss check
+#   bash benchmarks/h200_session.sh session10      # tiled8 GEGLU vs tiled, residual LayerNorm costs
 #   bash benchmarks/h200_session.sh gemm_autotune  # the compiled encoder with Inductor's GEGLU, GEMMs
 #                                              #   autotuned with Triton templates (epilogue fusion)
 #   bash benchmarks/h200_session.sh syncfree   # lane 0: throughput of the host-wait-free step, the tiled
@@ -292,6 +293,49 @@ encoder_profile8)
   encoder="Mosaic BERT (full recipe) + encoder compile + fused GEGLU"
   step 0 200 throughput_profile python3 benchmarks/throughput.py --paddings 0.0 --variants "$encoder" \
     --profile "$encoder" --out benchmarks/results/session8_throughput_encoder_profile
+  ;;
+session10)
+  # Session 10: the tiled8 GEGLU kernels (eight dropout values per Philox call, no division) against the
+  # tiled ones of sessions 5-9, alone and in the recipe's step (same call, full length, with a profile);
+  # and what the residual + dropout + LayerNorm kernels Inductor makes cost (dropout? float32 residual?).
+  step 0 120 geglu python3 benchmarks/geglu.py --out benchmarks/results/session10_geglu
+  TORCH_LOGS=output_code TORCH_LOGS_OUT="$logs/residual_layernorm_code.txt" step 0 100 residual_layernorm \
+    python3 benchmarks/residual_layernorm.py --out benchmarks/results/session10_residual_layernorm
+  step 0 330 throughput_geglu python3 benchmarks/throughput.py --paddings 0.0 \
+    --variants "Mosaic BERT (full recipe) + encoder compile + fused GEGLU" \
+    "Mosaic BERT (full recipe) + encoder compile + fused GEGLU (tiled kernel)" \
+    --profile "Mosaic BERT (full recipe) + encoder compile + fused GEGLU" \
+    --out benchmarks/results/session10_throughput_geglu
+  ;;
+session10c)
+  # Session 10, third call: the short attention kernels (max_seqlen <= 128, the recipe's) swept wider
+  # than before (16 warps, deeper pipelines); Composer end to end with the tiled8 GEGLU (the recipe YAML).
+  step 0 240 attention_tune python3 benchmarks/attention.py --tune --max-seqlens 128 \
+    --tune-out benchmarks/results/session10_attention_tune_128.json
+  step 0 240 speed_session10 $launcher -n 1 --master_port 29501 \
+    benchmarks/pretraining.py speed --model mosaic_bert --data "$data" --steps 150 --raw_steps 40 \
+    --loader_batches 60 --out benchmarks/results/pretraining_speed_session10.json
+  ;;
+session10d)
+  # Session 10, last call: the tiled8 GEGLU against the tiled one in the recipe's step, twice each,
+  # interleaved (the recipe's rate varied by 3.5% between this session's first two calls).
+  step 0 480 throughput_geglu_repeats python3 benchmarks/throughput.py --paddings 0.0 --repeats 2 \
+    --variants "Mosaic BERT (full recipe) + encoder compile + fused GEGLU" \
+    "Mosaic BERT (full recipe) + encoder compile + fused GEGLU (tiled kernel)" \
+    --out benchmarks/results/session10_throughput_geglu_repeats
+  ;;
+session10e)
+  # Session 10, closing call: the issue-6 table in one run (the recipe with the tiled8 GEGLU, no GLU,
+  # HF's best), full length first, then 30% padding.
+  step 0 500 throughput_table python3 benchmarks/throughput.py --paddings 0.0 0.3 \
+    --variants "Mosaic BERT (full recipe) + encoder compile + fused GEGLU" \
+    "Mosaic BERT no GLU + encoder compile" "HF BERT SDPA + compile" \
+    --out benchmarks/results/session10_throughput_table
+  ;;
+cuda_graphs_probe)
+  # What keeps the compiled encoder from CUDA graphs (Inductor: "mutated inputs"), and whether the fused
+  # GEGLU draws a new mask at each replay of a captured graph (session 10, docs/NOTES.md).
+  TORCH_LOGS=+cudagraphs step 0 180 cuda_graphs_probe python3 benchmarks/cuda_graphs_probe.py
   ;;
 session9)
   # Session 9: src/trainer.py (Composer's loop without its per-batch GPU waits, the loss read one batch

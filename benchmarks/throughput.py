@@ -100,20 +100,21 @@ def hf_bert(attn_implementation: str) -> torch.nn.Module:
 
 
 def mosaic_bert(glu: bool, backend: str = "auto", fused_layernorm: bool = True, compile_regions: bool = False,
-                fused_geglu: bool = False, flat_geglu: bool = False, compile_encoder: bool = False) -> torch.nn.Module:
+                fused_geglu: bool = False, geglu_kernel: str | None = None, compile_encoder: bool = False
+                ) -> torch.nn.Module:
     config = BertConfig(vocab_size=VOCAB, use_glu=glu, attention_backend=backend, attention_probs_dropout_prob=0.0,
                         compile_regions=compile_regions, fused_geglu=fused_geglu, compile_encoder=compile_encoder)
     model = BertForMaskedLM(config)
     if fused_layernorm:
         apply_fused_layernorm(model)
-    if flat_geglu:  # the flat kernels of src/fused_geglu.py (the default before session 5) for the tiled ones
+    if geglu_kernel:  # another of src/fused_geglu.py's kernels than the default (an earlier session's)
         import src.fused_geglu as kernels
 
-        flat = types.SimpleNamespace(runs_on=kernels.runs_on,
-                                     geglu_dropout=functools.partial(kernels.geglu_dropout, tiled=False))
+        chosen = types.SimpleNamespace(runs_on=kernels.runs_on,
+                                       geglu_dropout=functools.partial(kernels.geglu_dropout, kernel=geglu_kernel))
         for module in model.modules():
             if getattr(module, "fused", None) is not None:
-                module.fused = flat
+                module.fused = chosen
     return model
 
 
@@ -131,7 +132,7 @@ VARIANTS = {
     "Mosaic BERT (full recipe) + regional compile": (lambda: mosaic_bert(glu=True, compile_regions=True), True, False),
     "Mosaic BERT (full recipe) + regional compile + fused GEGLU": (REGIONAL_RECIPE, True, False),
     "Mosaic BERT (full recipe) + regional compile + fused GEGLU (flat kernel)": (
-        functools.partial(REGIONAL_RECIPE, flat_geglu=True), True, False),
+        functools.partial(REGIONAL_RECIPE, geglu_kernel="flat"), True, False),
     # The same model run differently (training_step, INDUCTOR_OPTIONS).
     "Mosaic BERT (full recipe) + regional compile + fused GEGLU, sizes from the GPU": (
         REGIONAL_RECIPE, True, False),
@@ -143,6 +144,9 @@ VARIANTS = {
     # is its own region as in the recipe.
     "Mosaic BERT (full recipe) + encoder compile + fused GEGLU": (
         functools.partial(REGIONAL_RECIPE, compile_encoder=True), True, False),
+    # The same with the GEGLU kernels of sessions 5-9 (one Philox call per four values, not eight).
+    "Mosaic BERT (full recipe) + encoder compile + fused GEGLU (tiled kernel)": (
+        functools.partial(REGIONAL_RECIPE, compile_encoder=True, geglu_kernel="tiled"), True, False),
     "Mosaic BERT (full recipe) + encoder compile": (
         lambda: mosaic_bert(glu=True, compile_regions=True, compile_encoder=True), True, False),
     "Mosaic BERT no GLU": (lambda: mosaic_bert(glu=False), False, False),

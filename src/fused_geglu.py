@@ -8,18 +8,20 @@ Inductor's fused version of it as the largest non-matmul cost (docs/performance.
 of [gate | up] and one write of the output forward, and one read of [gate | up] and the output gradient and
 one write of the [gate | up] gradient backward.
 
-The dropout mask is never stored: the forward draws a seed, both kernels regenerate the same mask from
-(seed, element index) with Triton's Philox `tl.rand`. GELU is the exact (erf) one, as `ACT2FN["gelu"]`.
-Arithmetic in float32 whatever the input dtype.
+The dropout mask is never stored: the forward draws a seed on the device (the host never waits, and a
+CUDA graph capturing the call would not freeze a host integer into itself; not yet checked on a GPU), both
+kernels regenerate the same mask from (seed, row, column) with Triton's Philox. GELU is the exact (erf)
+one, as `ACT2FN["gelu"]`. Arithmetic in float32 whatever the input dtype.
 
 `geglu_dropout` is a `torch.library` custom op with its autograd formula registered, so it runs the same
 in eager mode and inside `torch.compile` (where Inductor fuses the work around it and calls it as is).
 
-Measured on an H200 (benchmarks/results/geglu.md, BERT-base sizes, forward + backward): the tiled
-kernels (the default) 0.87 ms, the flat ones 1.08 ms, Inductor's kernels with a dynamic token count
-2.70 ms, eager PyTorch 1.92 ms; in the whole training step the tiled kernels gave +3.4% samples/s at full
-length and +6% with 30% padding (benchmarks/results/throughput_syncfree.md). That is ~1,850 GB/s of the
-~4,800 the memory can do; how many rows a program takes is autotuned (TILED_CONFIGS).
+Three kernel pairs, each a step on the one before (`kernel=`): "flat" (one element per lane), "tiled" (2-D
+tiles, one Philox call per four values; sessions 5-9) and "tiled8" (the default: one Philox call per eight
+values, 16 random bits each, no division). Measured on an H200 (BERT-base sizes, forward + backward,
+benchmarks/results/session10_geglu.md): tiled8 0.98 ms, tiled 1.22, flat 1.19, Inductor's kernels with a
+dynamic token count 2.74, eager PyTorch 1.87; in the training step tiled8 took 6.3 ms per step against the
+tiled kernels' 7.8 and gave +1.1% / +2.1% samples/s in two calls (docs/performance.md, session 10).
 """
 import hashlib
 import os
@@ -46,8 +48,9 @@ def _geglu_gradients(grad, gate, up):
 
 
 @triton.jit
-def _geglu_forward_kernel(GATED, OUT, n_elements, seed, p, INTERMEDIATE: tl.constexpr, DROPOUT: tl.constexpr,
+def _geglu_forward_kernel(GATED, OUT, n_elements, SEED, p, INTERMEDIATE: tl.constexpr, DROPOUT: tl.constexpr,
                           BLOCK: tl.constexpr):
+    seed = tl.load(SEED)
     index = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = index < n_elements
     row, col = index // INTERMEDIATE, index % INTERMEDIATE
@@ -61,8 +64,9 @@ def _geglu_forward_kernel(GATED, OUT, n_elements, seed, p, INTERMEDIATE: tl.cons
 
 
 @triton.jit
-def _geglu_backward_kernel(GRAD_OUT, GATED, GRAD_GATED, n_elements, seed, p, INTERMEDIATE: tl.constexpr,
+def _geglu_backward_kernel(GRAD_OUT, GATED, GRAD_GATED, n_elements, SEED, p, INTERMEDIATE: tl.constexpr,
                            DROPOUT: tl.constexpr, BLOCK: tl.constexpr):
+    seed = tl.load(SEED)
     index = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = index < n_elements
     row, col = index // INTERMEDIATE, index % INTERMEDIATE
@@ -95,6 +99,14 @@ if os.environ.get("TRITON_INTERPRET") == "1":
 
 
 @triton.jit
+def _tile_position(n_rows, TILE_COLUMNS: tl.constexpr, SLOT: tl.constexpr, ROWS: tl.constexpr):
+    """This program's rows (a column), the columns of its tile's first slot (a row) and which rows exist."""
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)[:, None]
+    columns = tl.program_id(1) * TILE_COLUMNS + tl.arange(0, SLOT)[None, :]
+    return rows, columns, rows < n_rows
+
+
+@triton.jit
 def _tile_randoms(seed, rows, columns, DROPOUT: tl.constexpr):
     """Four blocks of random uint32 for `columns`, `columns + QUARTER`, ... of `rows` (one Philox call)."""
     if DROPOUT:
@@ -118,11 +130,10 @@ def _forward_quarter(gated_rows, out_rows, in_rows, columns, random, p, INTERMED
 
 @triton.autotune(configs=TILED_CONFIGS, key=["INTERMEDIATE"])
 @triton.jit
-def _geglu_forward_tiled_kernel(GATED, OUT, n_rows, seed, p, INTERMEDIATE: tl.constexpr, DROPOUT: tl.constexpr,
+def _geglu_forward_tiled_kernel(GATED, OUT, n_rows, SEED, p, INTERMEDIATE: tl.constexpr, DROPOUT: tl.constexpr,
                                 QUARTER: tl.constexpr, ROWS: tl.constexpr):
-    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)[:, None]
-    columns = tl.program_id(1) * 4 * QUARTER + tl.arange(0, QUARTER)[None, :]
-    in_rows = rows < n_rows
+    seed = tl.load(SEED)
+    rows, columns, in_rows = _tile_position(n_rows, 4 * QUARTER, QUARTER, ROWS)
     gated_rows = GATED + rows.to(tl.int64) * 2 * INTERMEDIATE
     out_rows = OUT + rows.to(tl.int64) * INTERMEDIATE
     r0, r1, r2, r3 = _tile_randoms(seed, rows, columns, DROPOUT)
@@ -148,11 +159,10 @@ def _backward_quarter(grad_out_rows, gated_rows, grad_gated_rows, in_rows, colum
 
 @triton.autotune(configs=TILED_CONFIGS, key=["INTERMEDIATE"])
 @triton.jit
-def _geglu_backward_tiled_kernel(GRAD_OUT, GATED, GRAD_GATED, n_rows, seed, p, INTERMEDIATE: tl.constexpr,
+def _geglu_backward_tiled_kernel(GRAD_OUT, GATED, GRAD_GATED, n_rows, SEED, p, INTERMEDIATE: tl.constexpr,
                                  DROPOUT: tl.constexpr, QUARTER: tl.constexpr, ROWS: tl.constexpr):
-    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)[:, None]
-    columns = tl.program_id(1) * 4 * QUARTER + tl.arange(0, QUARTER)[None, :]
-    in_rows = rows < n_rows
+    seed = tl.load(SEED)
+    rows, columns, in_rows = _tile_position(n_rows, 4 * QUARTER, QUARTER, ROWS)
     grad_out_rows = GRAD_OUT + rows.to(tl.int64) * INTERMEDIATE
     gated_rows = GATED + rows.to(tl.int64) * 2 * INTERMEDIATE
     grad_gated_rows = GRAD_GATED + rows.to(tl.int64) * 2 * INTERMEDIATE
@@ -164,6 +174,98 @@ def _geglu_backward_tiled_kernel(GRAD_OUT, GATED, GRAD_GATED, n_rows, seed, p, I
                       INTERMEDIATE, DROPOUT)
     _backward_quarter(grad_out_rows, gated_rows, grad_gated_rows, in_rows, columns + 3 * QUARTER, r3, p,
                       INTERMEDIATE, DROPOUT)
+
+
+# The tiled8 kernels (the default since session 10): the tiled kernels' layout with eight slots of
+# SLOT columns instead of four quarters, and 16 bits of random number per value instead of 32, so one
+# Philox call (ten rounds of 32-bit multiplies) serves eight values. On an H200 the tiled kernels were
+# bound by arithmetic, not memory: Philox, the float conversion of the random number and a division per
+# value. Here the dropout test is an integer comparison with `threshold = round(p * 65536)` and kept
+# values are multiplied by `scale = 65536 / (65536 - threshold)`, both computed once on the host: the
+# rate dropped is threshold / 65536 (0.1000061 for p = 0.1) and the expected value is kept exactly.
+TILED8_CONFIGS = [triton.Config({"ROWS": rows}, num_warps=warps) for rows in (4, 8, 2, 16) for warps in (4, 8)]
+if os.environ.get("TRITON_INTERPRET") == "1":
+    TILED8_CONFIGS = TILED8_CONFIGS[:1]
+
+
+@triton.jit
+def _slot_keeps(r0, r1, r2, r3, threshold, SLOT: tl.constexpr):
+    """Which values of slot SLOT (0-7) dropout keeps: the low (slots 0-3) or high (4-7) 16 bits of one of
+    the four Philox words, at least `threshold`."""
+    if SLOT % 4 == 0:
+        word = r0
+    elif SLOT % 4 == 1:
+        word = r1
+    elif SLOT % 4 == 2:
+        word = r2
+    else:
+        word = r3
+    if SLOT < 4:
+        bits = word & 0xFFFF
+    else:
+        bits = word >> 16
+    return bits.to(tl.int32) >= threshold
+
+
+@triton.autotune(configs=TILED8_CONFIGS, key=["INTERMEDIATE"])
+@triton.jit
+def _geglu_forward_tiled8_kernel(GATED, OUT, n_rows, SEED, threshold, scale, INTERMEDIATE: tl.constexpr,
+                                 DROPOUT: tl.constexpr, SLOT: tl.constexpr, ROWS: tl.constexpr):
+    seed = tl.load(SEED)
+    rows, columns, in_rows = _tile_position(n_rows, 8 * SLOT, SLOT, ROWS)
+    gated_rows = GATED + rows.to(tl.int64) * 2 * INTERMEDIATE
+    out_rows = OUT + rows.to(tl.int64) * INTERMEDIATE
+    r0, r1, r2, r3 = _tile_randoms(seed, rows, columns, DROPOUT)
+    for slot in tl.static_range(8):
+        slot_columns = columns + slot * SLOT
+        inside = in_rows & (slot_columns < INTERMEDIATE)
+        gate = tl.load(gated_rows + slot_columns, mask=inside, other=0.0).to(tl.float32)
+        up = tl.load(gated_rows + INTERMEDIATE + slot_columns, mask=inside, other=0.0).to(tl.float32)
+        out = _geglu(gate, up)
+        if DROPOUT:
+            out = tl.where(_slot_keeps(r0, r1, r2, r3, threshold, slot), out * scale, 0.0)
+        tl.store(out_rows + slot_columns, out.to(out_rows.dtype.element_ty), mask=inside)
+
+
+@triton.autotune(configs=TILED8_CONFIGS, key=["INTERMEDIATE"])
+@triton.jit
+def _geglu_backward_tiled8_kernel(GRAD_OUT, GATED, GRAD_GATED, n_rows, SEED, threshold, scale,
+                                  INTERMEDIATE: tl.constexpr, DROPOUT: tl.constexpr, SLOT: tl.constexpr,
+                                  ROWS: tl.constexpr):
+    seed = tl.load(SEED)
+    rows, columns, in_rows = _tile_position(n_rows, 8 * SLOT, SLOT, ROWS)
+    grad_out_rows = GRAD_OUT + rows.to(tl.int64) * INTERMEDIATE
+    gated_rows = GATED + rows.to(tl.int64) * 2 * INTERMEDIATE
+    grad_gated_rows = GRAD_GATED + rows.to(tl.int64) * 2 * INTERMEDIATE
+    r0, r1, r2, r3 = _tile_randoms(seed, rows, columns, DROPOUT)
+    for slot in tl.static_range(8):
+        slot_columns = columns + slot * SLOT
+        inside = in_rows & (slot_columns < INTERMEDIATE)
+        gate = tl.load(gated_rows + slot_columns, mask=inside, other=0.0).to(tl.float32)
+        up = tl.load(gated_rows + INTERMEDIATE + slot_columns, mask=inside, other=0.0).to(tl.float32)
+        grad = tl.load(grad_out_rows + slot_columns, mask=inside, other=0.0).to(tl.float32)
+        if DROPOUT:
+            grad = tl.where(_slot_keeps(r0, r1, r2, r3, threshold, slot), grad * scale, 0.0)
+        grad_gate, grad_up = _geglu_gradients(grad, gate, up)
+        tl.store(grad_gated_rows + slot_columns, grad_gate.to(grad_gated_rows.dtype.element_ty), mask=inside)
+        tl.store(grad_gated_rows + INTERMEDIATE + slot_columns, grad_up.to(grad_gated_rows.dtype.element_ty),
+                 mask=inside)
+
+
+def _slot(intermediate: int) -> int:
+    """Columns per slot of the tiled8 kernels: 128 (a tile of 1,024), or less for a small intermediate size."""
+    return min(128, triton.next_power_of_2(triton.cdiv(intermediate, 8)))
+
+
+def _tiled8_grid(n_rows: int, intermediate: int):
+    return lambda meta: (triton.cdiv(n_rows, meta["ROWS"]), triton.cdiv(intermediate, 8 * _slot(intermediate)))
+
+
+def _dropout_threshold_and_scale(p: float) -> tuple[int, float]:
+    """The tiled8 kernels' dropout: drop a value when its 16 random bits are below `threshold`, scale
+    the others by `scale` (1 / the rate kept)."""
+    threshold = min(65536, round(p * 65536))
+    return threshold, (65536 / (65536 - threshold) if threshold < 65536 else 0.0)
 
 
 def _quarter(intermediate: int) -> int:
@@ -182,63 +284,82 @@ _NAMESPACE = "mosaic_bert" if __name__ == "src.fused_geglu" else (
     "mosaic_bert_" + hashlib.sha1(__name__.encode()).hexdigest()[:12])
 
 
+KERNELS = ("tiled8", "tiled", "flat")  # the default first
+
+
 @torch.library.custom_op(f"{_NAMESPACE}::geglu_dropout_forward", mutates_args=())
-def _forward(gated: torch.Tensor, p: float, tiled: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """`(out, seed)`: the seed (a CPU int64 scalar tensor) is what the backward regenerates the mask from."""
+def _forward(gated: torch.Tensor, p: float, kernel: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(out, seed)`: the seed (one int64 on gated's device) is what the backward regenerates the mask from."""
     gated = gated.contiguous()
     intermediate = gated.shape[-1] // 2
     out = gated.new_empty(*gated.shape[:-1], intermediate)
-    # Drawn from torch's CPU generator: seeded runs repeat their masks; no GPU synchronization.
-    seed = torch.randint(0, 2**31 - 1, (), dtype=torch.int64)
+    # Drawn on the device by torch's generator, read by the kernels from device memory: seeded runs repeat
+    # their masks and the host never waits. (A host int would also be baked into a captured CUDA graph:
+    # the same mask at every replay.)
+    seed = torch.randint(0, 2**31 - 1, (1,), dtype=torch.int64, device=gated.device)
     n_elements = out.numel()
-    if n_elements and tiled:
-        n_rows = n_elements // intermediate
+    n_rows = n_elements // intermediate if n_elements else 0
+    if not n_elements:
+        pass
+    elif kernel == "tiled8":
+        threshold, scale = _dropout_threshold_and_scale(p)
+        _geglu_forward_tiled8_kernel[_tiled8_grid(n_rows, intermediate)](
+            gated, out, n_rows, seed, threshold, scale, INTERMEDIATE=intermediate, DROPOUT=threshold > 0,
+            SLOT=_slot(intermediate))
+    elif kernel == "tiled":
         _geglu_forward_tiled_kernel[_tiled_grid(n_rows, intermediate)](
-            gated, out, n_rows, int(seed), p, INTERMEDIATE=intermediate, DROPOUT=p > 0, QUARTER=_quarter(intermediate))
-    elif n_elements:
+            gated, out, n_rows, seed, p, INTERMEDIATE=intermediate, DROPOUT=p > 0, QUARTER=_quarter(intermediate))
+    else:
         _geglu_forward_kernel[_launch_grid(n_elements)](
-            gated, out, n_elements, int(seed), p, INTERMEDIATE=intermediate, DROPOUT=p > 0, BLOCK=BLOCK)
+            gated, out, n_elements, seed, p, INTERMEDIATE=intermediate, DROPOUT=p > 0, BLOCK=BLOCK)
     return out, seed
 
 
 @_forward.register_fake
-def _(gated: torch.Tensor, p: float, tiled: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    return gated.new_empty(*gated.shape[:-1], gated.shape[-1] // 2), torch.empty((), dtype=torch.int64)
+def _(gated: torch.Tensor, p: float, kernel: str) -> tuple[torch.Tensor, torch.Tensor]:
+    return gated.new_empty(*gated.shape[:-1], gated.shape[-1] // 2), gated.new_empty((1,), dtype=torch.int64)
 
 
 @torch.library.custom_op(f"{_NAMESPACE}::geglu_dropout_backward", mutates_args=())
-def _backward(grad_out: torch.Tensor, gated: torch.Tensor, seed: torch.Tensor, p: float, tiled: bool
+def _backward(grad_out: torch.Tensor, gated: torch.Tensor, seed: torch.Tensor, p: float, kernel: str
               ) -> torch.Tensor:
     gated, grad_out = gated.contiguous(), grad_out.contiguous()
     grad_gated = torch.empty_like(gated)
     intermediate = gated.shape[-1] // 2
     n_elements = grad_out.numel()
-    if n_elements and tiled:
-        n_rows = n_elements // intermediate
+    n_rows = n_elements // intermediate if n_elements else 0
+    if not n_elements:
+        pass
+    elif kernel == "tiled8":
+        threshold, scale = _dropout_threshold_and_scale(p)
+        _geglu_backward_tiled8_kernel[_tiled8_grid(n_rows, intermediate)](
+            grad_out, gated, grad_gated, n_rows, seed, threshold, scale, INTERMEDIATE=intermediate,
+            DROPOUT=threshold > 0, SLOT=_slot(intermediate))
+    elif kernel == "tiled":
         _geglu_backward_tiled_kernel[_tiled_grid(n_rows, intermediate)](
-            grad_out, gated, grad_gated, n_rows, int(seed), p, INTERMEDIATE=intermediate, DROPOUT=p > 0,
+            grad_out, gated, grad_gated, n_rows, seed, p, INTERMEDIATE=intermediate, DROPOUT=p > 0,
             QUARTER=_quarter(intermediate))
-    elif n_elements:
+    else:
         _geglu_backward_kernel[_launch_grid(n_elements)](
-            grad_out, gated, grad_gated, n_elements, int(seed), p, INTERMEDIATE=intermediate,
+            grad_out, gated, grad_gated, n_elements, seed, p, INTERMEDIATE=intermediate,
             DROPOUT=p > 0, BLOCK=BLOCK)
     return grad_gated
 
 
 @_backward.register_fake
-def _(grad_out: torch.Tensor, gated: torch.Tensor, seed: torch.Tensor, p: float, tiled: bool) -> torch.Tensor:
+def _(grad_out: torch.Tensor, gated: torch.Tensor, seed: torch.Tensor, p: float, kernel: str) -> torch.Tensor:
     return torch.empty_like(gated)
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    gated, p, tiled = inputs
+    gated, p, kernel = inputs
     ctx.save_for_backward(gated, output[1])
-    ctx.p, ctx.tiled = p, tiled
+    ctx.p, ctx.kernel = p, kernel
 
 
 def _backward_formula(ctx, grad_out: torch.Tensor, grad_seed) -> tuple[torch.Tensor, None, None]:
     gated, seed = ctx.saved_tensors
-    return _backward(grad_out, gated, seed, ctx.p, ctx.tiled), None, None
+    return _backward(grad_out, gated, seed, ctx.p, ctx.kernel), None, None
 
 
 _forward.register_autograd(_backward_formula, setup_context=_setup_context)
@@ -249,13 +370,23 @@ def runs_on(tensor: torch.Tensor) -> bool:
     return tensor.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def geglu_dropout(gated: torch.Tensor, p: float, tiled: bool = True) -> torch.Tensor:
+def geglu_dropout(gated: torch.Tensor, p: float, kernel: str = KERNELS[0]) -> torch.Tensor:
     """`dropout(gelu(gate) * up, p)` for `gated = [gate | up]` along the last dimension; pass p=0.0 when
-    not training. CUDA tensors (or any device under TRITON_INTERPRET=1). `tiled=False` picks the flat
-    kernels (one element per lane, the default before session 5); the two draw different masks."""
+    not training. CUDA tensors (or any device under TRITON_INTERPRET=1). `kernel`: "tiled8" (the default),
+    "tiled" (the default of sessions 5-9) or "flat" (one element per lane, before session 5); each draws
+    its own masks."""
     if gated.shape[-1] % 2:
         raise ValueError(f"geglu_dropout: the last dimension ({gated.shape[-1]}) must be [gate | up], even.")
-    return _forward(gated, float(p), bool(tiled))[0]
+    if kernel not in KERNELS:
+        raise ValueError(f"geglu_dropout: kernel {kernel!r} is not one of {', '.join(KERNELS)}.")
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"geglu_dropout: the dropout probability must be in [0, 1], got {p}.")
+    return _forward(gated, float(p), kernel)[0]
+
+
+def dropout_rate(p: float, kernel: str = KERNELS[0]) -> float:
+    """The rate `kernel` drops for a requested `p`: p itself, or the nearest multiple of 1/65536 (tiled8)."""
+    return _dropout_threshold_and_scale(p)[0] / 65536 if kernel == "tiled8" else p
 
 
 def geglu_dropout_reference(gated: torch.Tensor, p: float, keep: torch.Tensor | None = None) -> torch.Tensor:

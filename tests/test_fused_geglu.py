@@ -4,7 +4,8 @@ import torch
 
 from src.bert_layers import BertForMaskedLM
 from src.configuration_bert import BertConfig
-from src.fused_geglu import geglu_dropout, geglu_dropout_reference
+from src.fused_geglu import KERNELS as KERNEL_NAMES
+from src.fused_geglu import dropout_rate, geglu_dropout, geglu_dropout_reference
 from tests.test_bert_layers import random_batch, tiny_config
 
 
@@ -15,33 +16,35 @@ def values_and_gradient(function, gated, grad_out):
     return out, gated.grad
 
 
-KERNELS = pytest.mark.parametrize("tiled", [False, True], ids=["flat", "tiled"])
+KERNELS = pytest.mark.parametrize("kernel", KERNEL_NAMES)
 
 
 @KERNELS
 @pytest.mark.parametrize("dtype, atol", [(torch.float32, 1e-5), (torch.float16, 2e-3)])
-def test_without_dropout_equals_pytorch(dtype, atol, tiled):
+def test_without_dropout_equals_pytorch(dtype, atol, kernel):
     torch.manual_seed(0)
     gated = torch.randn(37, 2 * 48, dtype=dtype) * 2  # 37 * 48 elements: the last block is partial
     grad_out = torch.randn(37, 48, dtype=dtype)
-    out, grad = values_and_gradient(lambda g: geglu_dropout(g, 0.0, tiled), gated, grad_out)
+    out, grad = values_and_gradient(lambda g: geglu_dropout(g, 0.0, kernel), gated, grad_out)
     ref_out, ref_grad = values_and_gradient(lambda g: geglu_dropout_reference(g, 0.0), gated, grad_out)
     torch.testing.assert_close(out, ref_out, rtol=0, atol=atol)
     torch.testing.assert_close(grad, ref_grad, rtol=0, atol=atol)
 
 
 @KERNELS
-@pytest.mark.parametrize("intermediate", [96, 1100])  # 1,100: a tile and a partial one per row (tiled)
-def test_dropout_drops_p_of_the_values_and_backward_uses_the_same_mask(tiled, intermediate):
+@pytest.mark.parametrize("intermediate", [96, 1100])  # 1,100: a tile and a partial one per row (tiled kernels)
+def test_dropout_drops_p_of_the_values_and_backward_uses_the_same_mask(kernel, intermediate):
     torch.manual_seed(0)
     p = 0.3
     gated = torch.randn(64 if intermediate < 1000 else 8, 2 * intermediate)
     grad_out = torch.randn(gated.shape[0], intermediate)
-    out, grad = values_and_gradient(lambda g: geglu_dropout(g, p, tiled), gated, grad_out)
+    out, grad = values_and_gradient(lambda g: geglu_dropout(g, p, kernel), gated, grad_out)
     keep = out != 0
     assert abs((1 - keep.float().mean().item()) - p) < 0.03
-    # Kept values are scaled by 1 / (1 - p); the gradient is that of the same mask (never stored).
-    ref_out, ref_grad = values_and_gradient(lambda g: geglu_dropout_reference(g, p, keep), gated, grad_out)
+    # Kept values are scaled by 1 / (1 - the rate dropped); the gradient is that of the same mask (never stored).
+    rate = dropout_rate(p, kernel)
+    assert abs(rate - p) <= 0.5 / 65536
+    ref_out, ref_grad = values_and_gradient(lambda g: geglu_dropout_reference(g, rate, keep), gated, grad_out)
     torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-5)
     torch.testing.assert_close(grad, ref_grad, rtol=0, atol=1e-5)
     # Masks come from torch's generator: the same seed gives the same mask, the next call another.
@@ -50,20 +53,22 @@ def test_dropout_drops_p_of_the_values_and_backward_uses_the_same_mask(tiled, in
     assert not torch.equal(keep[0], keep[1])
     if intermediate > 1000:
         assert not torch.equal(keep[:, :256], keep[:, 256:512]) and not torch.equal(keep[:, :76], keep[:, 1024:])
+        # tiled8: slots 0 and 4 take the low and the high 16 bits of the same Philox word.
+        assert not torch.equal(keep[:, :128], keep[:, 512:640])
     torch.manual_seed(5)
-    first, second = geglu_dropout(gated, p, tiled), geglu_dropout(gated, p, tiled)
+    first, second = geglu_dropout(gated, p, kernel), geglu_dropout(gated, p, kernel)
     torch.manual_seed(5)
-    assert torch.equal(geglu_dropout(gated, p, tiled), first) and not torch.equal(first, second)
+    assert torch.equal(geglu_dropout(gated, p, kernel), first) and not torch.equal(first, second)
 
 
 @KERNELS
-def test_inside_torch_compile_it_matches_eager(tiled):
+def test_inside_torch_compile_it_matches_eager(kernel):
     torch.manual_seed(0)
     gated = torch.randn(16, 2 * 32)
     grad_out = torch.randn(16, 32)
 
     def block(g):
-        return geglu_dropout(g * 1.5, 0.2, tiled) + 1
+        return geglu_dropout(g * 1.5, 0.2, kernel) + 1
 
     torch.manual_seed(3)
     eager = values_and_gradient(block, gated, grad_out)
