@@ -74,10 +74,11 @@ def time_fwd_bwd(function, x: torch.Tensor, parameters=(), steps: int = 30, warm
     """
     grad = torch.randn_like(function(x))
     inputs = [x, *parameters]
+    return median_cuda_ms(lambda: torch.autograd.grad(function(x), inputs, grad), steps, warmup)
 
-    def call():
-        torch.autograd.grad(function(x), inputs, grad)
 
+def median_cuda_ms(call, steps: int = 30, warmup: int = 5) -> float:
+    """Median milliseconds of `call()` on the GPU (CUDA events around each call, after `warmup` calls)."""
     for _ in range(warmup):
         call()
     times = []

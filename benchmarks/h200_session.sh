@@ -47,7 +47,14 @@
 #   bash benchmarks/h200_session.sh session9b  # src/trainer.py with no wait left; no-GLU and HF rows
 #   bash benchmarks/h200_session.sh session9c  # async_loss checked on the GPU; Composer speed again
 #   bash benchmarks/h200_session.sh session9d  # Composer speed, default | C++ wrapper; async_loss check
-#   bash benchmarks/h200_session.sh session10      # tiled8 GEGLU vs tiled, residual LayerNorm costs
+#   bash benchmarks/h200_session.sh session10  # tiled8 GEGLU vs tiled, residual LayerNorm costs
+#   bash benchmarks/h200_session.sh session10c # attention short-kernel sweep; Composer speed (tiled8)
+#   bash benchmarks/h200_session.sh session10d # tiled8 vs tiled in the step, interleaved twice
+#   bash benchmarks/h200_session.sh session10e # the issue-6 table in one run
+#   bash benchmarks/h200_session.sh cuda_graphs_probe  # GEGLU in a captured graph; the encoder in
+#                                              #   reduce-overhead mode under TORCH_LOGS=+cudagraphs
+#   bash benchmarks/h200_session.sh idle_profile   # (next) which kernels the GPU idles waiting for
+#   bash benchmarks/h200_session.sh geglu_gemm     # (next) GEMM with a GEGLU epilogue vs cuBLAS + tiled8
 #   bash benchmarks/h200_session.sh gemm_autotune  # the compiled encoder with Inductor's GEGLU, GEMMs
 #                                              #   autotuned with Triton templates (epilogue fusion)
 #   bash benchmarks/h200_session.sh syncfree   # lane 0: throughput of the host-wait-free step, the tiled
@@ -331,6 +338,19 @@ session10e)
     --variants "Mosaic BERT (full recipe) + encoder compile + fused GEGLU" \
     "Mosaic BERT no GLU + encoder compile" "HF BERT SDPA + compile" \
     --out benchmarks/results/session10_throughput_table
+  ;;
+geglu_gemm)
+  # Is GEGLU worth fusing into the up-projection's GEMM (docs/NOTES.md, next GPU work 2)? cuBLAS + the
+  # tiled8 kernel against a Triton GEMM with the GEGLU in its epilogue, forward only, recipe sizes.
+  step 0 200 geglu_gemm_epilogue python3 benchmarks/geglu_gemm_epilogue.py
+  ;;
+idle_profile)
+  # Where the recipe's step leaves the GPU idle (~3.8 ms of 58.9 in session 10): the profile's new table
+  # of the kernels the GPU waited for, recorded with the GPU's activity only. Decides what CUDA graphs
+  # (or fewer launches) would buy before anyone builds them.
+  step 0 240 throughput_idle python3 benchmarks/throughput.py --paddings 0.0 \
+    --variants "Mosaic BERT (full recipe) + encoder compile + fused GEGLU" \
+    --profile "Mosaic BERT (full recipe) + encoder compile + fused GEGLU" --out benchmarks/results/idle_profile
   ;;
 cuda_graphs_probe)
   # What keeps the compiled encoder from CUDA graphs (Inductor: "mutated inputs"), and whether the fused

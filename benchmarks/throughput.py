@@ -25,7 +25,8 @@ launch cost; a step whose launch cost nears its GPU time cannot hide any other h
 
 --profile runs torch.profiler over a few steps of the named variants (full-length batches) and writes
 benchmarks/results/throughput_profile.md: GPU time per kernel category (matmuls, attention, LayerNorm,
-optimizer, other element-wise work) and the share of the step in which the GPU is idle (host overhead).
+optimizer, other element-wise work), the share of the step in which the GPU is idle (host overhead), and,
+from a second run recording the GPU's activity only, which kernels the GPU sat idle waiting for.
 """
 from __future__ import annotations
 
@@ -200,13 +201,16 @@ def kernel_category(name: str) -> str:
     return "other element-wise / reductions"
 
 
-def profile_steps(step, batch: dict, steps: int):
-    """`(profiler, wall ms per step)` of `steps` calls of `step(batch)` under torch.profiler (CPU + CUDA)."""
+def profile_steps(step, batch: dict, steps: int, cpu: bool = True):
+    """`(profiler, wall ms per step)` of `steps` calls of `step(batch)` under torch.profiler (CUDA activity,
+    and the CPU's unless `cpu` is false: recording every CPU op slows the host enough to change where the
+    GPU waits for it)."""
     from torch.profiler import ProfilerActivity, profile
 
     torch.cuda.synchronize()
     started = time.perf_counter()
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+    activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA] if cpu else [ProfilerActivity.CUDA]
+    with profile(activities=activities) as prof:
         for _ in range(steps):
             step(batch)
         torch.cuda.synchronize()
@@ -222,6 +226,29 @@ def gpu_ms_by_kernel(prof, steps: int) -> dict[str, float]:
         if gpu_us > 0 and event.device_type == torch.autograd.DeviceType.CUDA and "#" not in event.key:
             kernels[event.key] = kernels.get(event.key, 0.0) + gpu_us / 1000 / steps
     return kernels
+
+
+def gpu_spans(prof) -> list[tuple[str, float, float]]:
+    """`(name, start us, end us)` of every kernel, copy and memset the GPU ran in a torch.profiler run."""
+    return [(e.name, e.time_range.start, e.time_range.end) for e in prof.events()
+            if e.device_type == torch.autograd.DeviceType.CUDA and "#" not in e.name]
+
+
+def gpu_idle_gaps(spans: list[tuple[str, float, float]], steps: int) -> tuple[float, list[tuple[str, float, float]]]:
+    """Where the GPU sat idle: `(idle ms per step, [(kernel, idle ms per step, gaps per step), ...])`, most
+    idle first. Each stretch with nothing running (overlapping spans merged) is charged to the span that
+    ends it: the work the GPU was waiting for the host to launch."""
+    idle_us: dict[str, float] = {}
+    gaps: dict[str, int] = {}
+    busy_until = None
+    for name, start, end in sorted(spans, key=lambda span: span[1]):
+        if busy_until is not None and start > busy_until:
+            idle_us[name] = idle_us.get(name, 0.0) + start - busy_until
+            gaps[name] = gaps.get(name, 0) + 1
+        busy_until = end if busy_until is None else max(busy_until, end)
+    by_kernel = sorted(((name, us / 1000 / steps, gaps[name] / steps) for name, us in idle_us.items()),
+                       key=lambda row: -row[1])
+    return sum(idle_us.values()) / 1000 / steps, by_kernel
 
 
 def gpu_ms_by_category(prof, steps: int) -> dict[str, float]:
@@ -283,9 +310,27 @@ def profile(name: str, batch_size: int, seqlen: int, steps: int = 5) -> str:
     lines += ["", "| top kernels | category | ms per step |", "| --- | --- | ---: |"]
     for kernel, ms in sorted(kernels.items(), key=lambda kv: -kv[1])[:40]:
         lines.append(f"| `{kernel[:120]}` | {kernel_category(kernel)} | {ms:.3f} |")
+    lines += ["", idle_report(step, batch, steps)]
     del step  # its closure holds the model and the optimizer
     torch.cuda.empty_cache()
     return "\n".join(lines) + "\n"
+
+
+def idle_report(step, batch: dict, steps: int) -> str:
+    """Where the step leaves the GPU idle, profiled recording the GPU's activity only (so that the host runs
+    about as fast as in training): total idle time and the kernels the GPU waited for most."""
+    try:
+        prof, wall_ms = profile_steps(step, batch, steps, cpu=False)
+        idle_ms, waits = gpu_idle_gaps(gpu_spans(prof), steps)
+    except Exception as error:  # the kernel table above stands without this
+        return f"GPU idle analysis failed: {type(error).__name__}: {error}"
+    lines = [f"Profiled again recording the GPU only: step {wall_ms:.2f} ms, GPU idle {idle_ms:.2f} ms per step "
+             "between kernels. The kernels the GPU waited for most (each idle stretch charged to the kernel "
+             "that ended it):", "", "| kernel waited for | category | idle ms per step | gaps per step |",
+             "| --- | --- | ---: | ---: |"]
+    for kernel, ms, count in waits[:15]:
+        lines.append(f"| `{kernel[:120]}` | {kernel_category(kernel)} | {ms:.3f} | {count:.1f} |")
+    return "\n".join(lines)
 
 
 def count_host_syncs(step, batch: dict) -> int:

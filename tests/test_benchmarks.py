@@ -5,11 +5,13 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from tests.conftest import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 import pretraining  # noqa: E402
+import throughput  # noqa: E402
 
 SCRIPT = str(REPO_ROOT / "benchmarks" / "pretraining.py")
 TINY = ["model.model_config.hidden_size=32", "model.model_config.intermediate_size=64",
@@ -57,3 +59,32 @@ def test_accuracy_speed_and_report_run_end_to_end(synthetic_data, tmp_path):
     assert "| pretraining_speed_mosaic_1gpu | 1 |" in report
     assert "| time_to_accuracy_mosaic_bert |" in report
     assert (tmp_path / "time_to_accuracy.png").stat().st_size > 0
+
+
+def test_gpu_idle_gaps_charges_each_idle_stretch_to_the_kernel_that_ends_it():
+    # Two steps: "gemm" overlaps "copy" (no gap between them), then the GPU idles 5 us before "norm" and
+    # 20 us before the next step's "gemm"; the first span of the profile ends no gap.
+    spans = [("gemm", 0, 10), ("copy", 5, 12), ("norm", 17, 20), ("gemm", 40, 50), ("copy", 45, 52),
+             ("norm", 57, 60)]
+    idle_ms, waits = throughput.gpu_idle_gaps(spans, steps=2)
+    assert idle_ms == pytest.approx((5 + 20 + 5) / 1000 / 2)
+    assert waits == [("gemm", pytest.approx(0.010), 0.5), ("norm", pytest.approx(0.005), 1.0)]
+
+
+def test_the_gemm_with_a_geglu_epilogue_computes_the_projection_and_the_geglu():
+    """benchmarks/geglu_gemm_epilogue.py's kernel, under the Triton interpreter on tiny shapes (partial tiles
+    in every dimension): its timings on the GPU mean something only if it computes the same thing."""
+    import geglu_gemm_epilogue
+
+    from src.fused_geglu import geglu_dropout_reference
+
+    torch.manual_seed(0)
+    x, weight = torch.randn(37, 40), torch.randn(2 * 24, 40)
+    gated, out = geglu_gemm_epilogue.gemm_geglu(x, weight)
+    torch.testing.assert_close(gated, x @ weight.T, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(out, geglu_dropout_reference(x @ weight.T, 0.0), rtol=1e-5, atol=1e-4)
+    assert geglu_gemm_epilogue.gemm_geglu(x, weight, epilogue=False)[1] is None
+    _, dropped = geglu_gemm_epilogue.gemm_geglu(x, weight, p=0.5, seed=3)
+    keep = dropped != 0
+    assert 0.35 < keep.float().mean().item() < 0.65
+    torch.testing.assert_close(dropped, geglu_dropout_reference(x @ weight.T, 0.5, keep), rtol=1e-5, atol=1e-4)
