@@ -189,18 +189,18 @@ if os.environ.get("TRITON_INTERPRET") == "1":
 
 
 @triton.jit
-def _slot_keeps(r0, r1, r2, r3, threshold, SLOT: tl.constexpr):
-    """Which values of slot SLOT (0-7) dropout keeps: the low (slots 0-3) or high (4-7) 16 bits of one of
-    the four Philox words, at least `threshold`."""
-    if SLOT % 4 == 0:
+def _slot_keeps(r0, r1, r2, r3, threshold, INDEX: tl.constexpr):
+    """Which values of the tile's slot number INDEX (0-7) dropout keeps: the low (slots 0-3) or high (4-7)
+    16 bits of one of the four Philox words, at least `threshold`."""
+    if INDEX % 4 == 0:
         word = r0
-    elif SLOT % 4 == 1:
+    elif INDEX % 4 == 1:
         word = r1
-    elif SLOT % 4 == 2:
+    elif INDEX % 4 == 2:
         word = r2
     else:
         word = r3
-    if SLOT < 4:
+    if INDEX < 4:
         bits = word & 0xFFFF
     else:
         bits = word >> 16
