@@ -298,10 +298,10 @@ def _forward(gated: torch.Tensor, p: float, kernel: str) -> tuple[torch.Tensor, 
     # the same mask at every replay.)
     seed = torch.randint(0, 2**31 - 1, (1,), dtype=torch.int64, device=gated.device)
     n_elements = out.numel()
-    n_rows = n_elements // intermediate if n_elements else 0
     if not n_elements:
-        pass
-    elif kernel == "tiled8":
+        return out, seed
+    n_rows = n_elements // intermediate
+    if kernel == "tiled8":
         threshold, scale = _dropout_threshold_and_scale(p)
         _geglu_forward_tiled8_kernel[_tiled8_grid(n_rows, intermediate)](
             gated, out, n_rows, seed, threshold, scale, INTERMEDIATE=intermediate, DROPOUT=threshold > 0,
@@ -327,10 +327,10 @@ def _backward(grad_out: torch.Tensor, gated: torch.Tensor, seed: torch.Tensor, p
     grad_gated = torch.empty_like(gated)
     intermediate = gated.shape[-1] // 2
     n_elements = grad_out.numel()
-    n_rows = n_elements // intermediate if n_elements else 0
     if not n_elements:
-        pass
-    elif kernel == "tiled8":
+        return grad_gated
+    n_rows = n_elements // intermediate
+    if kernel == "tiled8":
         threshold, scale = _dropout_threshold_and_scale(p)
         _geglu_backward_tiled8_kernel[_tiled8_grid(n_rows, intermediate)](
             grad_out, gated, grad_gated, n_rows, seed, threshold, scale, INTERMEDIATE=intermediate,

@@ -90,10 +90,9 @@ def run_two_ranks(script_and_args: list[str], env: dict, timeout_s: int = 180) -
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)  # the launcher and both ranks
             output, _ = process.communicate()
-            if attempt == 2:
-                return -1, f"hung twice (>{timeout_s} s each); the second run's output:\n{output[-6000:]}"
-            warnings.warn(f"composer -n 2 hung for {timeout_s} s (output: {output[-500:]!r}); trying again")
-    raise AssertionError("unreachable")
+            if attempt == 1:
+                warnings.warn(f"composer -n 2 hung for {timeout_s} s (output: {output[-500:]!r}); trying again")
+    return -1, f"hung twice (>{timeout_s} s each); the second run's output:\n{output[-6000:]}"
 
 
 def test_a_hung_two_rank_run_is_killed_whole_and_tried_once_more(tmp_path):
