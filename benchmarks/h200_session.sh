@@ -52,7 +52,12 @@
 #   bash benchmarks/h200_session.sh session10d # tiled8 vs tiled in the step, interleaved twice
 #   bash benchmarks/h200_session.sh session10e # the issue-6 table in one run
 #   bash benchmarks/h200_session.sh cuda_graphs_probe  # GEGLU in a captured graph; the encoder in
-#                                              #   reduce-overhead mode under TORCH_LOGS=+cudagraphs
+#                                              #   reduce-overhead mode under TORCH_LOGS=cudagraphs
+#   bash benchmarks/h200_session.sh session11  # CUDA graphs and bf16 hidden states in the recipe's step;
+#                                              #   the CUDA-graph probe; the GEGLU GEMM epilogue
+#   bash benchmarks/h200_session.sh session11b # bf16 hidden states: time to accuracy, Composer speed
+#   bash benchmarks/h200_session.sh session11c # attention checks after the _locate change; idle profile
+#   bash benchmarks/h200_session.sh session11d # Composer speed with cuda_graphs
 #   bash benchmarks/h200_session.sh idle_profile   # (next) which kernels the GPU idles waiting for
 #   bash benchmarks/h200_session.sh geglu_gemm     # (next) GEMM with a GEGLU epilogue vs cuBLAS + tiled8
 #   bash benchmarks/h200_session.sh gemm_autotune  # the compiled encoder with Inductor's GEGLU, GEMMs
@@ -339,6 +344,54 @@ session10e)
     "Mosaic BERT no GLU + encoder compile" "HF BERT SDPA + compile" \
     --out benchmarks/results/session10_throughput_table
   ;;
+session11)
+  # Session 11: CUDA graphs for the compiled encoder now that Inductor no longer counts cu_seqlens as
+  # written by the attention kernels (session 10's "mutated inputs" skip), and bf16 hidden states
+  # (config low_precision_hidden_states), each against the recipe in one run; the GEMM-epilogue question.
+  recipe="Mosaic BERT (full recipe) + encoder compile + fused GEGLU"
+  step 0 300 throughput_graphs python3 benchmarks/throughput.py --paddings 0.0 \
+    --variants "$recipe" "$recipe + CUDA graphs" "$recipe, bf16 hidden states" \
+    "$recipe + CUDA graphs, bf16 hidden states" --out benchmarks/results/session11_throughput_graphs
+  TORCH_LOGS=+cudagraphs step 0 150 cuda_graphs_probe python3 benchmarks/cuda_graphs_probe.py
+  step 0 120 geglu_gemm_epilogue python3 benchmarks/geglu_gemm_epilogue.py
+  ;;
+session11b)
+  # Session 11: does bf16 hidden states (config low_precision_hidden_states) train as well? Mosaic's
+  # time-to-accuracy run with it (MaskedAccuracy per batch against session 8's run without it, same data
+  # and seed); Composer end to end with it.
+  budget=${BUDGET_S:-120}
+  step 0 $((budget + 180)) tta_mosaic_bf16_hidden python3 benchmarks/pretraining.py accuracy --model mosaic_bert \
+    --budget_s "$budget" --data "$data" --out benchmarks/results/session11_time_to_accuracy_mosaic_bert_bf16_hidden.json \
+    train_metrics=false model.model_config.compile_regions=true model.model_config.compile_encoder=true \
+    model.model_config.low_precision_hidden_states=true
+  step 0 240 speed_session11 $launcher -n 1 --master_port 29501 \
+    benchmarks/pretraining.py speed --model mosaic_bert --data "$data" --steps 150 --raw_steps 40 \
+    --loader_batches 60 --out benchmarks/results/pretraining_speed_session11_bf16_hidden.json \
+    model.model_config.low_precision_hidden_states=true
+  ;;
+session11c)
+  # Session 11, last call: the attention kernels after the `_locate` change (store addresses loaded in the
+  # kernels) checked on the GPU, alone and inside the compiled encoder; then where the recipe's step
+  # leaves the GPU idle (CUDA graphs, which remove launch gaps, gained nothing in session11).
+  step 0 150 check_attention python3 benchmarks/check_attention_gpu.py \
+    --out benchmarks/results/attention_gpu_check_session11.txt
+  step 0 200 mosaic_bert_check python3 benchmarks/mosaic_bert_gpu_check.py \
+    --out benchmarks/results/mosaic_bert_gpu_check_session11.json
+  step 0 240 throughput_idle python3 benchmarks/throughput.py --paddings 0.0 \
+    --variants "Mosaic BERT (full recipe) + encoder compile + fused GEGLU" \
+    --profile "Mosaic BERT (full recipe) + encoder compile + fused GEGLU" --out benchmarks/results/session11_idle_profile
+  ;;
+session11d)
+  # Session 11: Composer end to end with the config's cuda_graphs (token count padded to multiples of 512,
+  # the compiled encoder replayed as CUDA graphs): Composer against the raw loop, both with graphs.
+  # Session 11's second call ran on a slow host (Composer 0.75 of the raw loop without graphs); graphs
+  # halve the host's time per step.
+  step 0 300 speed_session11_cuda_graphs $launcher -n 1 --master_port 29501 \
+    benchmarks/pretraining.py speed --model mosaic_bert --data "$data" --steps 150 --raw_steps 40 \
+    --loader_batches 60 --out benchmarks/results/pretraining_speed_session11_cuda_graphs.json \
+    model.model_config.cuda_graphs=true
+  TORCH_LOGS=cudagraphs step 0 150 cuda_graphs_probe python3 benchmarks/cuda_graphs_probe.py
+  ;;
 geglu_gemm)
   # Is GEGLU worth fusing into the up-projection's GEMM (docs/NOTES.md, next GPU work 2)? cuBLAS + the
   # tiled8 kernel against a Triton GEMM with the GEGLU in its epilogue, forward only, recipe sizes.
@@ -355,7 +408,7 @@ idle_profile)
 cuda_graphs_probe)
   # What keeps the compiled encoder from CUDA graphs (Inductor: "mutated inputs"), and whether the fused
   # GEGLU draws a new mask at each replay of a captured graph (session 10, docs/NOTES.md).
-  TORCH_LOGS=+cudagraphs step 0 180 cuda_graphs_probe python3 benchmarks/cuda_graphs_probe.py
+  TORCH_LOGS=cudagraphs step 0 180 cuda_graphs_probe python3 benchmarks/cuda_graphs_probe.py
   ;;
 session9)
   # Session 9: src/trainer.py (Composer's loop without its per-batch GPU waits, the loss read one batch

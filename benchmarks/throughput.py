@@ -101,10 +101,11 @@ def hf_bert(attn_implementation: str) -> torch.nn.Module:
 
 
 def mosaic_bert(glu: bool, backend: str = "auto", fused_layernorm: bool = True, compile_regions: bool = False,
-                fused_geglu: bool = False, geglu_kernel: str | None = None, compile_encoder: bool = False
-                ) -> torch.nn.Module:
+                fused_geglu: bool = False, geglu_kernel: str | None = None, compile_encoder: bool = False,
+                **config_switches) -> torch.nn.Module:
     config = BertConfig(vocab_size=VOCAB, use_glu=glu, attention_backend=backend, attention_probs_dropout_prob=0.0,
-                        compile_regions=compile_regions, fused_geglu=fused_geglu, compile_encoder=compile_encoder)
+                        compile_regions=compile_regions, fused_geglu=fused_geglu, compile_encoder=compile_encoder,
+                        **config_switches)
     model = BertForMaskedLM(config)
     if fused_layernorm:
         apply_fused_layernorm(model)
@@ -148,6 +149,12 @@ VARIANTS = {
     # The same with the GEGLU kernels of sessions 5-9 (one Philox call per four values, not eight).
     "Mosaic BERT (full recipe) + encoder compile + fused GEGLU (tiled kernel)": (
         functools.partial(REGIONAL_RECIPE, compile_encoder=True, geglu_kernel="tiled"), True, False),
+    # The same with CUDA graphs (config cuda_graphs: the compiled encoder in "reduce-overhead" mode), and
+    # with bf16 hidden states (config low_precision_hidden_states).
+    "Mosaic BERT (full recipe) + encoder compile + fused GEGLU + CUDA graphs": (
+        functools.partial(REGIONAL_RECIPE, compile_encoder=True, cuda_graphs=True), True, False),
+    "Mosaic BERT (full recipe) + encoder compile + fused GEGLU, bf16 hidden states": (
+        functools.partial(REGIONAL_RECIPE, compile_encoder=True, low_precision_hidden_states=True), True, False),
     "Mosaic BERT (full recipe) + encoder compile": (
         lambda: mosaic_bert(glu=True, compile_regions=True, compile_encoder=True), True, False),
     "Mosaic BERT no GLU": (lambda: mosaic_bert(glu=False), False, False),
@@ -155,6 +162,9 @@ VARIANTS = {
     "Mosaic BERT no GLU + regional compile": (lambda: mosaic_bert(glu=False, compile_regions=True), False, False),
     "Mosaic BERT no GLU + encoder compile": (
         lambda: mosaic_bert(glu=False, compile_regions=True, compile_encoder=True), False, False),
+    "Mosaic BERT no GLU + encoder compile, bf16 hidden states": (
+        lambda: mosaic_bert(glu=False, compile_regions=True, compile_encoder=True, low_precision_hidden_states=True),
+        False, False),
     "Mosaic BERT no GLU, SDPA attention": (lambda: mosaic_bert(glu=False, backend="sdpa"), False, False),
 }
 

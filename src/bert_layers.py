@@ -16,6 +16,7 @@ Names follow HF BERT where the module is the same (`embeddings.word_embeddings`,
 `src.mosaic_bert.hf_bert_to_mosaic_state_dict` maps HF BERT weights onto these names.
 """
 import functools
+import weakref
 from collections.abc import Sequence
 
 import torch
@@ -36,6 +37,16 @@ from src.bert_padding import nonzero_of_known_count, pad_input, unpad_input
 from src.configuration_bert import BertConfig
 
 
+def hidden_states(normed: torch.Tensor, low_precision: bool) -> torch.Tensor:
+    """A LayerNorm's output as the hidden states the next block reads: in the autocast dtype with
+    `low_precision` (config `low_precision_hidden_states`), else as the LayerNorm left it (float32 under
+    autocast)."""
+    device = normed.device.type
+    if low_precision and torch.is_autocast_enabled(device):
+        return normed.to(torch.get_autocast_dtype(device))
+    return normed
+
+
 class BertEmbeddings(nn.Module):
     """Word + token type embeddings, LayerNorm, dropout. No position embeddings: ALiBi gives positions."""
 
@@ -47,10 +58,11 @@ class BertEmbeddings(nn.Module):
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.low_precision = config.low_precision_hidden_states
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
         embeddings = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
-        return self.dropout(self.LayerNorm(embeddings))
+        return self.dropout(hidden_states(self.LayerNorm(embeddings), self.low_precision))
 
 
 class BertAttention(nn.Module):
@@ -66,6 +78,7 @@ class BertAttention(nn.Module):
         self.wo = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.low_precision = config.low_precision_hidden_states
 
     def forward(
         self, hidden: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int, slopes: torch.Tensor
@@ -95,7 +108,8 @@ class BertAttention(nn.Module):
 
     def output(self, hidden: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """Output projection, dropout, residual, LayerNorm."""
-        return self.layernorm(hidden + self.dropout(self.wo(context.flatten(1))))
+        normed = self.layernorm(hidden + self.dropout(self.wo(context.flatten(1))))
+        return hidden_states(normed, self.low_precision)
 
 
 class BertGatedMLP(nn.Module):
@@ -111,6 +125,7 @@ class BertGatedMLP(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.wo = nn.Linear(config.intermediate_size, config.hidden_size)
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.low_precision = config.low_precision_hidden_states
         self.fused = None
         if config.fused_geglu:  # imported only when asked for: it needs Triton
             import src.fused_geglu as fused_geglu
@@ -124,7 +139,7 @@ class BertGatedMLP(nn.Module):
         else:
             gate, up = gated.chunk(2, dim=-1)
             intermediate = self.dropout(self.act(gate) * up)
-        return self.layernorm(hidden + self.wo(intermediate))
+        return hidden_states(self.layernorm(hidden + self.wo(intermediate)), self.low_precision)
 
 
 class BertMLP(nn.Module):
@@ -137,9 +152,11 @@ class BertMLP(nn.Module):
         self.wo = nn.Linear(config.intermediate_size, config.hidden_size)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.low_precision = config.low_precision_hidden_states
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.layernorm(hidden + self.dropout(self.wo(self.act(self.wi(hidden)))))
+        normed = self.layernorm(hidden + self.dropout(self.wo(self.act(self.wi(hidden)))))
+        return hidden_states(normed, self.low_precision)
 
 
 class BertLayer(GradientCheckpointingLayer):
@@ -171,7 +188,7 @@ class BertLayer(GradientCheckpointingLayer):
         return self.mlp(self.attention.output(hidden, context))
 
 
-def run_compiled(method, module: nn.Module, *args):
+def run_compiled(method, module: nn.Module, *args, cuda_graphs: bool = False):
     """`method(module, *args)` through one shared `torch.compile` of `method`.
 
     The module is passed as an argument, so its parameters are graph inputs and all 12 layers share one
@@ -179,11 +196,19 @@ def run_compiled(method, module: nn.Module, *args):
     sequences) changes between batches: marked dynamic, it compiles once for every length. Everything
     else is static, Python values among `args` (such as a sequence-length bucket) included: a new value
     compiles anew rather than turning into a symbol that the kernel launches would have to handle.
+    With `cuda_graphs` the compiled code records and replays CUDA graphs, one per first dimension; that
+    compilation is the module's own, since a recorded graph holds on to the addresses of the module's
+    parameters (two models sharing it would re-record each other's graphs).
     """
     for arg in args:
         if isinstance(arg, torch.Tensor):
             torch._dynamo.maybe_mark_dynamic(arg, 0)
-    return compiled(method)(module, *args)
+    if not cuda_graphs:
+        return compiled(method)(module, *args)
+    if module not in _graphed:
+        _graphed[module] = torch.compile(method, dynamic=False, mode="reduce-overhead")
+    torch.compiler.cudagraph_mark_step_begin()  # a new step: the previous replay's outputs may be overwritten
+    return _graphed[module](module, *args)
 
 
 @functools.cache
@@ -191,11 +216,33 @@ def compiled(function):
     return torch.compile(function, dynamic=False)  # dynamic only where run_compiled marks it
 
 
+_graphed = weakref.WeakKeyDictionary()  # module -> its own "reduce-overhead" compilation
+
+
+def pad_token_count(hidden: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int, multiple: int
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(hidden, cu_seqlens)` with dummy tokens appended, so that batches of nearby sizes share one shape:
+    the token count becomes the next multiple of `multiple` plus the number of dummy sequences. The
+    dummies are zeros split into sequences of their own (each sequence attends only to itself, so the real
+    tokens' results do not change). Their number depends only on `multiple` and `max_seqlen`, so
+    `cu_seqlens` keeps one shape too, and each holds 1 to `max_seqlen` tokens (a sequence with no keys
+    would make NaN in padded attention). A full-length batch (a multiple already) gets one token per
+    dummy sequence. No host wait: the sizes are the host's, the boundaries are computed on the device."""
+    tokens = hidden.shape[0]
+    # dummies <= pad < multiple + dummies <= dummies * max_seqlen: spread evenly, none longer than max_seqlen.
+    dummies = -(-(multiple - 1) // max(max_seqlen - 1, 1)) + 1
+    pad = -(-tokens // multiple) * multiple - tokens + dummies
+    ends = tokens + torch.arange(1, dummies + 1, device=cu_seqlens.device) * pad // dummies
+    return F.pad(hidden, (0, 0, 0, pad)), torch.cat([cu_seqlens, ends.to(cu_seqlens.dtype)])
+
+
 class BertEncoder(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         self.layer = nn.ModuleList([BertLayer(config) for _ in range(config.num_hidden_layers)])
         self.compile_encoder = config.compile_encoder
+        self.cuda_graphs = config.cuda_graphs
+        self.token_bucket = config.cuda_graph_token_bucket
         # The slopes depend only on the head count, never on the sequence length: this is what lets
         # the model run on inputs longer than any it was trained on.
         self.register_buffer("alibi_slopes", alibi_slopes(config.num_attention_heads), persistent=False)
@@ -208,7 +255,13 @@ class BertEncoder(nn.Module):
             # the bucket keeps the number of compiled graphs to a handful.
             backends = tuple(layer.attention.resolved_backend(hidden.device) for layer in self.layer)
             bucket = max(16, 1 << (max_seqlen - 1).bit_length())
-            return run_compiled(BertEncoder.run_layers, self, hidden, cu_seqlens, bucket, backends)
+            if not self.cuda_graphs:
+                return run_compiled(BertEncoder.run_layers, self, hidden, cu_seqlens, bucket, backends)
+            tokens = hidden.shape[0]
+            hidden, cu_seqlens = pad_token_count(hidden, cu_seqlens, bucket, self.token_bucket)
+            hidden = run_compiled(BertEncoder.run_layers, self, hidden, cu_seqlens, bucket, backends,
+                                  cuda_graphs=hidden.is_cuda)
+            return hidden[:tokens]
         return self.run_layers(hidden, cu_seqlens, max_seqlen)
 
     def run_layers(

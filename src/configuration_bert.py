@@ -52,9 +52,22 @@ class BertConfig(PretrainedConfig):
     # with compile_regions. Launching a step from one compiled graph costs the host far less time than
     # 12 regions and 12 attention calls from Python (docs/performance.md). Compiles for ~1-2 minutes.
     compile_encoder: bool = False
+    # Under autocast, round each LayerNorm's output to the autocast dtype (bf16) instead of keeping it in
+    # float32. In a post-LN BERT those outputs are the hidden states, which the residual connections
+    # carry from block to block; the matmuls read them in bf16 anyway, so only the residual path loses
+    # precision, and the residual adds and LayerNorms move half the bytes.
+    low_precision_hidden_states: bool = False
     # The GLU's gelu(gate) * up and its dropout as one Triton kernel each way (src/fused_geglu.py), on CUDA;
     # needs use_glu and hidden_act "gelu". Elsewhere the PyTorch ops run. +8.6% on full-length batches (H200).
     fused_geglu: bool = False
+    # With compile_encoder, on CUDA: the compiled encoder replays CUDA graphs (torch.compile's
+    # "reduce-overhead" mode), so the host queues a step in about half the time (it matters where the host
+    # is slow; the GPU's own time does not change, docs/performance.md). A graph is recorded per token
+    # count, so the token count is padded up to a multiple of `cuda_graph_token_bucket` with a few short
+    # dummy sequences that nothing reads (a handful of graphs for every batch; ~bucket/2 tokens of extra
+    # work per batch on average).
+    cuda_graphs: bool = False
+    cuda_graph_token_bucket: int = 512
 
     def validate_architecture(self):
         """Run by `@strict` after construction: catch shapes that cannot be built."""
@@ -68,3 +81,7 @@ class BertConfig(PretrainedConfig):
                 f"fused_geglu computes the exact GELU, and hidden_act is {self.hidden_act!r}: set hidden_act "
                 "'gelu' or fused_geglu false."
             )
+        if self.cuda_graphs and not self.compile_encoder:
+            raise ValueError("cuda_graphs replays the compiled encoder's graphs: set compile_encoder true as well.")
+        if self.cuda_graph_token_bucket < 1:
+            raise ValueError(f"cuda_graph_token_bucket must be >= 1, got {self.cuda_graph_token_bucket}.")

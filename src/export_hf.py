@@ -40,7 +40,7 @@ TRITON_FILES = ("flash_attn_triton.py", "fused_geglu.py")  # their Triton import
 REMOTE_CODE_FILES = ("configuration_bert.py", "bert_layers.py", "bert_padding.py", "attention.py", *TRITON_FILES)
 # Training-speed switches of Mosaic BERT that an exported model starts without: compiling costs a minute
 # on first use and the fused kernel needs Triton; the model computes the same either way.
-EXPORT_OFF = ("compile_regions", "compile_encoder", "fused_geglu")
+EXPORT_OFF = ("compile_regions", "compile_encoder", "cuda_graphs", "fused_geglu")
 AUTO_MAP = {
     "AutoConfig": "configuration_bert.BertConfig",
     "AutoModel": "bert_layers.BertModel",

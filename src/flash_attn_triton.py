@@ -178,21 +178,21 @@ class _Schedule:
         return table, table.shape[0] * n_heads
 
 
+# Inductor decides which tensors a user kernel writes from its Triton IR, before inlining: it follows
+# each store's address back through the ops that computed it, stopping at loads, and through a helper
+# call to every argument of that call. An address computed from a helper's result would therefore count
+# the helper's arguments as written, and cu_seqlens (an input of the compiled encoder) as mutated, which
+# makes Inductor copy it and refuse CUDA graphs. So the kernels load what their store addresses depend
+# on (a sequence's first token, a block's first row) themselves; `_locate` gives only what no address
+# depends on. tests/test_flash_attn_triton.py checks the analysis.
 @triton.jit
 def _locate(TABLE, CU_SEQLENS, entry, USE_TABLE: tl.constexpr):
-    """(first token of the sequence, its length, first row of the block within it)."""
-    if USE_TABLE:
-        seq = tl.load(TABLE + 2 * entry)
-        block_start = tl.load(TABLE + 2 * entry + 1)
-    else:
-        seq = entry
-        block_start = 0
-    # Pads (seq == -1) get length 0, so their programs do nothing.
+    """(sequence, its length) of a work-list entry; pads (sequence -1) get sequence 0 and length 0."""
+    seq = tl.load(TABLE + 2 * entry) if USE_TABLE else entry
     seq_ok = seq >= 0
     seq = tl.where(seq_ok, seq, 0)
-    start = tl.load(CU_SEQLENS + seq)
-    length = tl.where(seq_ok, tl.load(CU_SEQLENS + seq + 1) - start, 0)
-    return start.to(tl.int64), length, block_start
+    length = tl.where(seq_ok, tl.load(CU_SEQLENS + seq + 1) - tl.load(CU_SEQLENS + seq), 0)
+    return seq, length
 
 
 # Scale arguments are cast to float32 where they are used (`tl.cast`): Triton's own launcher passes a
@@ -256,7 +256,8 @@ def _short_fwd_kernel(QKV, O, LSE, CU_SEQLENS, SLOPES, qk_scale, NUM_HEADS: tl.c
     pid = tl.program_id(0)
     h0 = (pid % GROUPS) * HEADS_PER_PROGRAM
     h1 = tl.minimum(h0 + HEADS_PER_PROGRAM, NUM_HEADS)
-    start, length, _ = _locate(CU_SEQLENS, CU_SEQLENS, pid // GROUPS, False)
+    seq, length = _locate(CU_SEQLENS, CU_SEQLENS, pid // GROUPS, False)
+    start = tl.load(CU_SEQLENS + seq).to(tl.int64)
     if length > MIN_LENGTH:
         _short_fwd_tile(QKV, O, LSE, SLOPES, start, length, h0, h1, qk_scale, NUM_HEADS, HEAD_DIM,
                         HAS_ALIBI, BLOCK)
@@ -312,7 +313,8 @@ def _short_bwd_kernel(QKV, O, DO, DQKV, LSE, CU_SEQLENS, SLOPES, qk_scale, sm_sc
     pid = tl.program_id(0)
     h0 = (pid % GROUPS) * HEADS_PER_PROGRAM
     h1 = tl.minimum(h0 + HEADS_PER_PROGRAM, NUM_HEADS)
-    start, length, _ = _locate(CU_SEQLENS, CU_SEQLENS, pid // GROUPS, False)
+    seq, length = _locate(CU_SEQLENS, CU_SEQLENS, pid // GROUPS, False)
+    start = tl.load(CU_SEQLENS + seq).to(tl.int64)
     if length > MIN_LENGTH:
         _short_bwd_tile(QKV, O, DO, DQKV, LSE, SLOPES, start, length, h0, h1, qk_scale, sm_scale, NUM_HEADS,
                         HEAD_DIM, HAS_ALIBI, BLOCK)
@@ -356,7 +358,9 @@ def _fwd_kernel(QKV, O, LSE, CU_SEQLENS, TABLE, SLOPES, qk_scale,
     STRIDE_T: tl.constexpr = 3 * NUM_HEADS * HEAD_DIM
     pid = tl.program_id(0)
     head = pid % NUM_HEADS
-    start, length, m0 = _locate(TABLE, CU_SEQLENS, pid // NUM_HEADS, USE_TABLE)
+    seq, length = _locate(TABLE, CU_SEQLENS, pid // NUM_HEADS, USE_TABLE)
+    start = tl.load(CU_SEQLENS + seq).to(tl.int64)
+    m0 = tl.load(TABLE + 2 * (pid // NUM_HEADS) + 1) if USE_TABLE else 0
     if m0 < length:
         slope2 = 0.0
         if HAS_ALIBI:
@@ -422,7 +426,9 @@ def _bwd_dq_kernel(QKV, O, DO, DQKV, LSE, DELTA, CU_SEQLENS, TABLE, SLOPES, qk_s
     STRIDE_O: tl.constexpr = NUM_HEADS * HEAD_DIM
     pid = tl.program_id(0)
     head = pid % NUM_HEADS
-    start, length, m0 = _locate(TABLE, CU_SEQLENS, pid // NUM_HEADS, USE_TABLE)
+    seq, length = _locate(TABLE, CU_SEQLENS, pid // NUM_HEADS, USE_TABLE)
+    start = tl.load(CU_SEQLENS + seq).to(tl.int64)
+    m0 = tl.load(TABLE + 2 * (pid // NUM_HEADS) + 1) if USE_TABLE else 0
     if m0 < length:
         slope2 = 0.0
         if HAS_ALIBI:
@@ -494,7 +500,9 @@ def _bwd_dkdv_kernel(QKV, DO, DQKV, LSE, DELTA, CU_SEQLENS, TABLE, SLOPES, qk_sc
     STRIDE_O: tl.constexpr = NUM_HEADS * HEAD_DIM
     pid = tl.program_id(0)
     head = pid % NUM_HEADS
-    start, length, n0 = _locate(TABLE, CU_SEQLENS, pid // NUM_HEADS, USE_TABLE)
+    seq, length = _locate(TABLE, CU_SEQLENS, pid // NUM_HEADS, USE_TABLE)
+    start = tl.load(CU_SEQLENS + seq).to(tl.int64)
+    n0 = tl.load(TABLE + 2 * (pid // NUM_HEADS) + 1) if USE_TABLE else 0
     if n0 < length:
         slope2 = 0.0
         if HAS_ALIBI:

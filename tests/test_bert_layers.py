@@ -164,8 +164,12 @@ def test_gradient_checkpointing_gives_the_same_gradients(compile_encoder):
 
 
 # compile_regions: one region shared by the layers, one for the MLM head. compile_encoder: all the layers,
-# attention included, in one region, and the head's.
-@pytest.mark.parametrize("switches", [dict(compile_regions=True), dict(compile_regions=True, compile_encoder=True)])
+# attention included, in one region, and the head's. cuda_graphs (on the CPU: only its token padding, here
+# to multiples of 8 with dummy sequences) must not change a real token's result either.
+@pytest.mark.parametrize("switches", [
+    dict(compile_regions=True), dict(compile_regions=True, compile_encoder=True),
+    dict(compile_regions=True, compile_encoder=True, cuda_graphs=True, cuda_graph_token_bucket=8)],
+    ids=["regions", "encoder", "encoder_padded_for_cuda_graphs"])
 def test_compiled_regions_give_the_same_loss_and_gradients_and_compile_once(switches):
     from torch._dynamo.utils import counters
 
@@ -190,6 +194,64 @@ def test_compiled_regions_give_the_same_loss_and_gradients_and_compile_once(swit
     # Two graphs for all three token counts: no recompilation per layer or per batch.
     assert counters["stats"]["unique_graphs"] == 2
     assert counters["stats"]["calls_captured"] > 0
+
+
+@pytest.mark.parametrize("max_seqlen", [16, 128])
+@pytest.mark.parametrize("multiple", [1, 8, 512])
+def test_pad_token_count_gives_one_shape_per_bucket_and_dummies_of_1_to_max_seqlen_tokens(max_seqlen, multiple):
+    from src.bert_layers import pad_token_count
+
+    sizes, sequence_counts = {}, set()
+    for tokens in (1, 7, 100, 511, 512, 513, 3000, 3072):
+        hidden = torch.randn(tokens, 4)
+        cu_seqlens = torch.tensor([0, tokens // 2, tokens], dtype=torch.int32)
+        padded, padded_cu_seqlens = pad_token_count(hidden, cu_seqlens, max_seqlen, multiple)
+        dummy_lengths = padded_cu_seqlens[3:] - padded_cu_seqlens[2:-1]
+        assert dummy_lengths.min() >= 1 and dummy_lengths.max() <= max_seqlen
+        assert (padded.shape[0] - len(dummy_lengths)) % multiple == 0  # the next multiple, plus the dummies
+        assert torch.equal(padded[:tokens], hidden) and not padded[tokens:].any()
+        assert torch.equal(padded_cu_seqlens[:3], cu_seqlens) and padded_cu_seqlens[-1] == padded.shape[0]
+        sizes[tokens] = padded.shape[0]
+        sequence_counts.add(len(padded_cu_seqlens))
+    assert len(sequence_counts) == 1  # the number of sequences does not depend on the token count
+    if multiple == 512:  # one size per multiple of 512; a full one gets only a token per dummy
+        assert sizes[1] == sizes[100] == sizes[511] == sizes[512] < sizes[513]
+        assert sizes[3072] - 3072 == len(dummy_lengths)
+
+
+def test_cuda_graphs_needs_the_compiled_encoder():
+    with pytest.raises(Exception, match="set compile_encoder true"):  # huggingface_hub's strict-dataclass error
+        tiny_config(cuda_graphs=True)
+
+
+def test_low_precision_hidden_states_are_bf16_under_autocast_and_change_nothing_without():
+    torch.manual_seed(0)
+    plain = BertForMaskedLM(tiny_config(use_glu=True))
+    low = BertForMaskedLM(tiny_config(use_glu=True, low_precision_hidden_states=True))
+    low.load_state_dict(plain.state_dict())
+    input_ids, attention_mask, token_type_ids = random_batch([9, 4, 7], 9)
+    labels = torch.where(attention_mask.bool(), input_ids, -100)
+
+    def run(model, autocast):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            hidden = model.bert.encode(input_ids, attention_mask, token_type_ids)[0]
+            loss = model(input_ids, attention_mask, token_type_ids, labels=labels).loss
+        loss.backward()
+        return hidden.dtype, loss.detach(), model.bert.embeddings.word_embeddings.weight.grad.clone()
+
+    # Without autocast the switch does nothing.
+    _, loss, grad = run(plain, False)
+    dtype, low_loss, low_grad = run(low, False)
+    assert dtype == torch.float32
+    torch.testing.assert_close(low_loss, loss, rtol=0, atol=0)
+    torch.testing.assert_close(low_grad, grad, rtol=0, atol=0)
+    # Under autocast the hidden states are bf16 instead of float32; only the residual path is rounded.
+    dtype, loss, grad = run(plain, True)
+    low_dtype, low_loss, low_grad = run(low, True)
+    assert (dtype, low_dtype) == (torch.float32, torch.bfloat16)
+    assert 0 < abs(low_loss - loss) < 0.02 * loss
+    assert ((low_grad - grad).norm() / grad.norm()) < 0.05
 
 
 @pytest.mark.parametrize("model_class", [BertForMaskedLM, BertForSequenceClassification])

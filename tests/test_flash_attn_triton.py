@@ -170,3 +170,63 @@ def test_kernel_configs_survive_the_operators_flat_argument():
             for device in (torch.device("cuda"), torch.device("cpu")):  # cpu: the interpreter's config
                 config = fa.select_config(head_dim, max_seqlen, device)
                 assert fa._config_from_ints(fa._config_to_ints(config)) == config
+
+
+# Inductor's analysis of which tensors a kernel writes, for every kernel with and without a block table.
+# It lowers the kernels to Triton IR (no GPU needed, but not under the interpreter): a child process.
+_WRITES_SCRIPT = """
+import json, sys
+from unittest import mock
+import torch, triton
+from triton.backends.compiler import GPUTarget
+from torch._higher_order_ops.triton_kernel_wrap import identify_accessed_tensors
+from src import flash_attn_triton as fa
+
+class Hopper:  # stands in for the driver: only the target's name matters to the lowering
+    def get_current_target(self):
+        return GPUTarget("cuda", 90, 32)
+
+def tensor(*shape, dtype=torch.bfloat16):
+    return torch.empty(*shape, dtype=dtype)
+
+arguments = dict(
+    QKV=tensor(8, 3, 12, 64), O=tensor(8, 12, 64), DO=tensor(8, 12, 64), DQKV=tensor(8, 3, 12, 64),
+    LSE=tensor(8, 12, dtype=torch.float32), DELTA=tensor(8, 12, dtype=torch.float32),
+    CU_SEQLENS=tensor(3, dtype=torch.int32), TABLE=tensor(4, 2, dtype=torch.int32),
+    SLOPES=tensor(12, dtype=torch.float32), qk_scale=0.1, sm_scale=0.1, NUM_HEADS=12, HEAD_DIM=64,
+    HAS_ALIBI=True, HEADS_PER_PROGRAM=4, BLOCK=128, MIN_LENGTH=0, BLOCK_M=64, BLOCK_N=64)
+writes = {}
+with mock.patch.object(triton.runtime.driver, "_active", Hopper(), create=True):
+    for name in sys.argv[1:]:
+        kernel = getattr(fa, name)
+        for use_table in (True, False):
+            kwargs = {arg: dict(arguments, USE_TABLE=use_table)[arg] for arg in kernel.arg_names}
+            accesses = identify_accessed_tensors(kernel, kwargs, {})
+            writes[f"{name} {use_table}"] = sorted(dep.name for dep in accesses.read_writes.writes)
+print(json.dumps(writes))
+"""
+_OUTPUTS = {"_short_fwd_kernel": ["LSE", "O"], "_short_bwd_kernel": ["DQKV"], "_fwd_kernel": ["LSE", "O"],
+            "_bwd_dq_kernel": ["DELTA", "DQKV"], "_bwd_dkdv_kernel": ["DQKV"]}
+
+
+@pytest.fixture(scope="module")
+def inductor_writes():
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, "-c", _WRITES_SCRIPT, *_OUTPUTS], env=env, capture_output=True,
+                            text=True, cwd=Path(__file__).resolve().parents[1], timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("use_table", [True, False], ids=["table", "no_table"])
+@pytest.mark.parametrize("kernel", list(_OUTPUTS))
+def test_inductor_sees_each_kernel_write_only_its_outputs(inductor_writes, kernel, use_table):
+    """Inside the compiled encoder, Inductor treats every tensor its analysis says a kernel writes as
+    mutated; cu_seqlens among them made it copy that input and refuse CUDA graphs (session 10)."""
+    assert inductor_writes[f"{kernel} {use_table}"] == _OUTPUTS[kernel]
