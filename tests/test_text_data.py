@@ -1,3 +1,5 @@
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -79,6 +81,26 @@ def test_a_long_documents_start_gives_its_first_tokens(synthetic_data, tokenizer
                 used_start += sum(start["attention_mask"]) == max_seq_len and len(text) > prefix_chars
     assert cut_short > 0, "no text took the fallback to tokenizing the whole text"
     assert used_start > 0, "no text was tokenized from its start alone"
+
+
+@pytest.mark.parametrize("sides", [("right", "right"), ("left", "left")], ids=["right", "left"])
+def test_the_rust_tokenizer_gives_what_the_transformers_call_gives(synthetic_data, tokenizer, sides):
+    """SampleTokenizer.encode calls the fast tokenizer's Rust tokenizer directly; it must give exactly what
+    `tokenizer(text, truncation=True, max_length=..., padding="max_length")` gives."""
+    from streaming import StreamingDataset
+
+    corpus = StreamingDataset(local=str(synthetic_data["mds"]), split="train", shuffle=False, batch_size=1)
+    texts = [corpus[i]["text"] for i in range(40)] + ["", " ", HARD_TEXT, HARD_TEXT * 6, "word " * 200]
+    tokenizer = copy.deepcopy(tokenizer)
+    tokenizer.padding_side, tokenizer.truncation_side = sides
+    for max_seq_len in (16, 128):
+        tokenize = SampleTokenizer(tokenizer, max_seq_len)
+        assert tokenize.backend is not None
+        for text in texts:
+            expected = tokenizer(text, truncation=True, max_length=max_seq_len, padding="max_length",
+                                 return_token_type_ids=False)
+            assert tokenize.encode(text) == {"input_ids": expected["input_ids"],
+                                             "attention_mask": expected["attention_mask"]}, text[:60]
 
 
 def test_only_tokenizers_that_split_at_whitespace_first_tokenize_starts(tokenizer):
