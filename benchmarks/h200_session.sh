@@ -58,6 +58,8 @@
 #   bash benchmarks/h200_session.sh session11b # bf16 hidden states: time to accuracy, Composer speed
 #   bash benchmarks/h200_session.sh session11c # attention checks after the _locate change; idle profile
 #   bash benchmarks/h200_session.sh session11d # Composer speed with cuda_graphs
+#   bash benchmarks/h200_session.sh graphs_ab  # (next) Composer speed without and with cuda_graphs
+#   bash benchmarks/h200_session.sh graphs_tta # (next) time to accuracy with cuda_graphs; the probe
 #   bash benchmarks/h200_session.sh idle_profile   # (next) which kernels the GPU idles waiting for
 #   bash benchmarks/h200_session.sh geglu_gemm     # (next) GEMM with a GEGLU epilogue vs cuBLAS + tiled8
 #   bash benchmarks/h200_session.sh gemm_autotune  # the compiled encoder with Inductor's GEGLU, GEMMs
@@ -389,6 +391,26 @@ session11d)
   step 0 300 speed_session11_cuda_graphs $launcher -n 1 --master_port 29501 \
     benchmarks/pretraining.py speed --model mosaic_bert --data "$data" --steps 150 --raw_steps 40 \
     --loader_batches 60 --out benchmarks/results/pretraining_speed_session11_cuda_graphs.json \
+    model.model_config.cuda_graphs=true
+  TORCH_LOGS=cudagraphs step 0 150 cuda_graphs_probe python3 benchmarks/cuda_graphs_probe.py
+  ;;
+graphs_ab)
+  # (next) Should the recipe turn on cuda_graphs? Composer end to end without and with it, same call (each
+  # run ~190 s on a slow host); the dataloader figure of each run also shows session 11's tokenizer change.
+  step 0 280 speed_graphs_off $launcher -n 1 --master_port 29501 \
+    benchmarks/pretraining.py speed --model mosaic_bert --data "$data" --steps 150 --raw_steps 40 \
+    --loader_batches 60 --out benchmarks/results/pretraining_speed_graphs_off.json
+  step 0 280 speed_graphs_on $launcher -n 1 --master_port 29502 \
+    benchmarks/pretraining.py speed --model mosaic_bert --data "$data" --steps 150 --raw_steps 40 \
+    --loader_batches 60 --out benchmarks/results/pretraining_speed_graphs_on.json model.model_config.cuda_graphs=true
+  ;;
+graphs_tta)
+  # (next) cuda_graphs with evaluation during training: Mosaic's time-to-accuracy run with it (compare its
+  # accuracy per batch with session 8's run), then the probe at INFO logging (does the 2-layer model re-record?).
+  budget=${BUDGET_S:-120}
+  step 0 $((budget + 180)) tta_mosaic_graphs python3 benchmarks/pretraining.py accuracy --model mosaic_bert \
+    --budget_s "$budget" --data "$data" --out benchmarks/results/time_to_accuracy_mosaic_bert_cuda_graphs.json \
+    train_metrics=false model.model_config.compile_regions=true model.model_config.compile_encoder=true \
     model.model_config.cuda_graphs=true
   TORCH_LOGS=cudagraphs step 0 150 cuda_graphs_probe python3 benchmarks/cuda_graphs_probe.py
   ;;
