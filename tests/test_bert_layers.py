@@ -219,6 +219,28 @@ def test_pad_token_count_gives_one_shape_per_bucket_and_dummies_of_1_to_max_seql
         assert sizes[3072] - 3072 == len(dummy_lengths)
 
 
+def test_each_model_gets_its_own_cuda_graph_compilation_and_frees_it():
+    """A recorded CUDA graph holds its model's parameter addresses, so `run_compiled(..., cuda_graphs=True)`
+    compiles per model (on the CPU Inductor records no graph, but the bookkeeping is the same)."""
+    import gc
+
+    from src import bert_layers
+
+    torch.manual_seed(0)
+    encoders = [BertModel(tiny_config(compile_encoder=True, cuda_graphs=True)).encoder for _ in range(2)]
+    hidden = torch.randn(12, 32)
+    cu_seqlens = torch.tensor([0, 5, 12], dtype=torch.int32)
+    before = len(bert_layers._graphed)
+    for encoder in encoders:
+        out = bert_layers.run_compiled(bert_layers.BertEncoder.run_layers, encoder, hidden, cu_seqlens, 16,
+                                       ("sdpa", "sdpa"), cuda_graphs=True)
+        torch.testing.assert_close(out, encoder.run_layers(hidden, cu_seqlens, 16, ("sdpa", "sdpa")))
+    assert len(bert_layers._graphed) == before + 2
+    del encoders, encoder
+    gc.collect()
+    assert len(bert_layers._graphed) == before
+
+
 def test_cuda_graphs_needs_the_compiled_encoder():
     with pytest.raises(Exception, match="set compile_encoder true"):  # huggingface_hub's strict-dataclass error
         tiny_config(cuda_graphs=True)
