@@ -106,10 +106,18 @@ pack() {  # a snapshot of every result and log so far: what a call cut off by it
 }
 launcher="python3 -m composer.cli.launcher"
 speed_1gpu() {  # speed_1gpu GPU PORT NAME OVERRIDES...: Composer speed of the Mosaic recipe on one GPU
+  # (limit SPEED_LIMIT_S, default 130 s; a slow host needs ~190 s)
   local gpu=$1 port=$2 name=$3; shift 3
-  step "$gpu" 130 "$name" $launcher -n 1 --master_port "$port" benchmarks/pretraining.py speed \
+  step "$gpu" "${SPEED_LIMIT_S:-130}" "$name" $launcher -n 1 --master_port "$port" benchmarks/pretraining.py speed \
     --model mosaic_bert --data "$data" --steps 150 --raw_steps 40 --loader_batches 60 \
     --out "benchmarks/results/$name.json" "$@"
+}
+tta_mosaic_1gpu() {  # tta_mosaic_1gpu NAME OUT_JSON OVERRIDES...: Mosaic's time to accuracy with the compiled
+  # encoder for BUDGET_S seconds of training (default 120) on GPU 0, plus compilation and evaluations
+  local name=$1 out=$2 budget=${BUDGET_S:-120}; shift 2
+  step 0 $((budget + 180)) "$name" python3 benchmarks/pretraining.py accuracy --model mosaic_bert \
+    --budget_s "$budget" --data "$data" --out "$out" \
+    train_metrics=false model.model_config.compile_regions=true model.model_config.compile_encoder=true "$@"
 }
 
 case $stage in
@@ -361,10 +369,7 @@ session11b)
   # Session 11: does bf16 hidden states (config low_precision_hidden_states) train as well? Mosaic's
   # time-to-accuracy run with it (MaskedAccuracy per batch against session 8's run without it, same data
   # and seed); Composer end to end with it.
-  budget=${BUDGET_S:-120}
-  step 0 $((budget + 180)) tta_mosaic_bf16_hidden python3 benchmarks/pretraining.py accuracy --model mosaic_bert \
-    --budget_s "$budget" --data "$data" --out benchmarks/results/session11_time_to_accuracy_mosaic_bert_bf16_hidden.json \
-    train_metrics=false model.model_config.compile_regions=true model.model_config.compile_encoder=true \
+  tta_mosaic_1gpu tta_mosaic_bf16_hidden benchmarks/results/session11_time_to_accuracy_mosaic_bert_bf16_hidden.json \
     model.model_config.low_precision_hidden_states=true
   step 0 240 speed_session11 $launcher -n 1 --master_port 29501 \
     benchmarks/pretraining.py speed --model mosaic_bert --data "$data" --steps 150 --raw_steps 40 \
@@ -397,20 +402,13 @@ session11d)
 graphs_ab)
   # (next) Should the recipe turn on cuda_graphs? Composer end to end without and with it, same call (each
   # run ~190 s on a slow host); the dataloader figure of each run also shows session 11's tokenizer change.
-  step 0 280 speed_graphs_off $launcher -n 1 --master_port 29501 \
-    benchmarks/pretraining.py speed --model mosaic_bert --data "$data" --steps 150 --raw_steps 40 \
-    --loader_batches 60 --out benchmarks/results/pretraining_speed_graphs_off.json
-  step 0 280 speed_graphs_on $launcher -n 1 --master_port 29502 \
-    benchmarks/pretraining.py speed --model mosaic_bert --data "$data" --steps 150 --raw_steps 40 \
-    --loader_batches 60 --out benchmarks/results/pretraining_speed_graphs_on.json model.model_config.cuda_graphs=true
+  SPEED_LIMIT_S=280 speed_1gpu 0 29501 pretraining_speed_graphs_off
+  SPEED_LIMIT_S=280 speed_1gpu 0 29502 pretraining_speed_graphs_on model.model_config.cuda_graphs=true
   ;;
 graphs_tta)
   # (next) cuda_graphs with evaluation during training: Mosaic's time-to-accuracy run with it (compare its
   # accuracy per batch with session 8's run), then the probe at INFO logging (does the 2-layer model re-record?).
-  budget=${BUDGET_S:-120}
-  step 0 $((budget + 180)) tta_mosaic_graphs python3 benchmarks/pretraining.py accuracy --model mosaic_bert \
-    --budget_s "$budget" --data "$data" --out benchmarks/results/time_to_accuracy_mosaic_bert_cuda_graphs.json \
-    train_metrics=false model.model_config.compile_regions=true model.model_config.compile_encoder=true \
+  tta_mosaic_1gpu tta_mosaic_graphs benchmarks/results/time_to_accuracy_mosaic_bert_cuda_graphs.json \
     model.model_config.cuda_graphs=true
   TORCH_LOGS=cudagraphs step 0 150 cuda_graphs_probe python3 benchmarks/cuda_graphs_probe.py
   ;;
