@@ -63,9 +63,9 @@ class BertConfig(PretrainedConfig):
     # With compile_encoder, on CUDA: the compiled encoder replays CUDA graphs (torch.compile's
     # "reduce-overhead" mode), so the host queues a step in about half the time (it matters where the host
     # is slow; the GPU's own time does not change, docs/performance.md). A graph is recorded per token
-    # count, so the token count is padded up to a multiple of `cuda_graph_token_bucket` with a few short
-    # dummy sequences that nothing reads (a handful of graphs for every batch; ~bucket/2 tokens of extra
-    # work per batch on average).
+    # count, so the token count is padded to the next multiple of `cuda_graph_token_bucket` plus a few
+    # short dummy sequences that nothing reads (bert_layers.pad_token_count: a handful of graphs for every
+    # batch; ~bucket/2 tokens of extra work per batch on average).
     cuda_graphs: bool = False
     cuda_graph_token_bucket: int = 512
 
