@@ -59,6 +59,7 @@
 #   bash benchmarks/h200_session.sh session11c # attention checks after the _locate change; idle profile
 #   bash benchmarks/h200_session.sh session11d # Composer speed with cuda_graphs
 #   bash benchmarks/h200_session.sh graphs_ab  # (next) Composer speed without and with cuda_graphs
+#   bash benchmarks/h200_session.sh session12  # graphs_ab, then a profile of who launches which kernel
 #   bash benchmarks/h200_session.sh graphs_tta # (next) time to accuracy with cuda_graphs; the probe
 #   bash benchmarks/h200_session.sh idle_profile   # (next) which kernels the GPU idles waiting for
 #   bash benchmarks/h200_session.sh geglu_gemm     # (next) GEMM with a GEGLU epilogue vs cuBLAS + tiled8
@@ -404,6 +405,16 @@ graphs_ab)
   # run ~190 s on a slow host); the dataloader figure of each run also shows session 11's tokenizer change.
   SPEED_LIMIT_S=280 speed_1gpu 0 29501 pretraining_speed_graphs_off
   SPEED_LIMIT_S=280 speed_1gpu 0 29502 pretraining_speed_graphs_on model.model_config.cuda_graphs=true
+  ;;
+session12)
+  # Session 12, first call: graphs_ab (above), then the recipe's step profiled with the launching op and
+  # input shapes of its top kernels, memsets and sum reductions (which reductions are bias gradients, where
+  # the 166 memsets per step come from).
+  SPEED_LIMIT_S=230 speed_1gpu 0 29501 pretraining_speed_graphs_off
+  SPEED_LIMIT_S=230 speed_1gpu 0 29502 pretraining_speed_graphs_on model.model_config.cuda_graphs=true
+  step 0 200 throughput_sources python3 benchmarks/throughput.py --paddings 0.0 --quick \
+    --variants "Mosaic BERT (full recipe) + encoder compile + fused GEGLU" \
+    --profile "Mosaic BERT (full recipe) + encoder compile + fused GEGLU" --out benchmarks/results/session12_sources
   ;;
 graphs_tta)
   # (next) cuda_graphs with evaluation during training: Mosaic's time-to-accuracy run with it (compare its

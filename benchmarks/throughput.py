@@ -220,7 +220,8 @@ def profile_steps(step, batch: dict, steps: int, cpu: bool = True):
     torch.cuda.synchronize()
     started = time.perf_counter()
     activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA] if cpu else [ProfilerActivity.CUDA]
-    with profile(activities=activities) as prof:
+    # Input shapes (CPU ops only) tell which layer's tensors a kernel worked on (`kernel_sources`).
+    with profile(activities=activities, record_shapes=cpu) as prof:
         for _ in range(steps):
             step(batch)
         torch.cuda.synchronize()
@@ -259,6 +260,30 @@ def gpu_idle_gaps(spans: list[tuple[str, float, float]], steps: int) -> tuple[fl
     by_kernel = sorted(((name, us / 1000 / steps, gaps[name] / steps) for name, us in idle_us.items()),
                        key=lambda row: -row[1])
     return sum(idle_us.values()) / 1000 / steps, by_kernel
+
+
+def kernel_sources(prof, steps: int, kernels: set[str]) -> list[tuple[str, str, str, float, float]]:
+    """Who launched the named kernels: `(kernel, launching op chain, its input shapes, GPU ms per step,
+    launches per step)`, most time first. The chain is the launching CPU op (an aten op, or the name
+    Inductor gives a Triton kernel it launches) and its two nearest enclosing ops, innermost first; the
+    shapes are the launching op's (recorded with `record_shapes`). Tells apart kernels of one name that
+    different layers or tensors launch, e.g. which reductions are bias gradients, and where memsets come
+    from."""
+    rows: dict[tuple[str, str, str], list[float]] = {}
+    for event in prof.events():
+        launched = [k for k in getattr(event, "kernels", []) if k.name in kernels]
+        if not launched or event.device_type != torch.autograd.DeviceType.CPU:
+            continue
+        chain, parent = [event.name], event.cpu_parent
+        while parent is not None and len(chain) < 3:
+            chain.append(parent.name)
+            parent = parent.cpu_parent
+        shapes = str([list(shape) for shape in (event.input_shapes or []) if shape])
+        for kernel in launched:
+            row = rows.setdefault((kernel.name, " < ".join(chain), shapes), [0.0, 0.0])
+            row[0] += kernel.duration / 1000 / steps
+            row[1] += 1 / steps
+    return sorted(((*key, ms, count) for key, (ms, count) in rows.items()), key=lambda row: -row[3])
 
 
 def gpu_ms_by_category(prof, steps: int) -> dict[str, float]:
@@ -320,6 +345,14 @@ def profile(name: str, batch_size: int, seqlen: int, steps: int = 5) -> str:
     lines += ["", "| top kernels | category | ms per step |", "| --- | --- | ---: |"]
     for kernel, ms in sorted(kernels.items(), key=lambda kv: -kv[1])[:40]:
         lines.append(f"| `{kernel[:120]}` | {kernel_category(kernel)} | {ms:.3f} |")
+    top = {kernel for kernel, _ in sorted(kernels.items(), key=lambda kv: -kv[1])[:20]}
+    top |= {kernel for kernel in kernels if "memset" in kernel.lower() or "_sum" in kernel}
+    lines += ["", "Who launched the top kernels, the memsets and the sum reductions (the launching op, "
+              "innermost first, and its input shapes):", "",
+              "| kernel | launched by | input shapes | ms per step | launches per step |",
+              "| --- | --- | --- | ---: | ---: |"]
+    for kernel, chain, shapes, ms, count in kernel_sources(prof, steps, top)[:60]:
+        lines.append(f"| `{kernel[:60]}` | {chain[:150]} | {shapes[:120]} | {ms:.3f} | {count:.1f} |")
     lines += ["", idle_report(step, batch, steps)]
     del step  # its closure holds the model and the optimizer
     torch.cuda.empty_cache()

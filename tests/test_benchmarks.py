@@ -71,6 +71,29 @@ def test_gpu_idle_gaps_charges_each_idle_stretch_to_the_kernel_that_ends_it():
     assert waits == [("gemm", pytest.approx(0.010), 0.5), ("norm", pytest.approx(0.005), 1.0)]
 
 
+def test_kernel_sources_groups_launches_by_op_chain_and_shapes():
+    # Over 2 steps: "mm" (under "backward") launches a GEMM and a memset each step; a Triton reduction is
+    # launched once per step by two different ops with other shapes; a kernel not asked for is left out.
+    from types import SimpleNamespace as NS
+
+    cpu = torch.autograd.DeviceType.CPU
+    backward = NS(name="backward", cpu_parent=None)
+
+    def op(name, shapes, *kernels, parent=backward):
+        return NS(name=name, cpu_parent=parent, input_shapes=shapes, device_type=cpu,
+                  kernels=[NS(name=k, duration=us) for k, us in kernels])
+    events = [op("aten::mm", [[8, 4], [4, 2]], ("gemm", 100.0), ("Memset (Device)", 2.0)) for _ in range(2)]
+    events += [op("triton_red_fused_sum_1", [[64, 768], []], ("triton_red_fused_sum_1", 30.0)),
+               op("triton_red_fused_sum_1", [[64, 2304]], ("triton_red_fused_sum_1", 50.0), ("other", 9.0))]
+    rows = throughput.kernel_sources(NS(events=lambda: events), steps=2,
+                                     kernels={"gemm", "Memset (Device)", "triton_red_fused_sum_1"})
+    assert rows == [
+        ("gemm", "aten::mm < backward", "[[8, 4], [4, 2]]", pytest.approx(0.1), 1.0),
+        ("triton_red_fused_sum_1", "triton_red_fused_sum_1 < backward", "[[64, 2304]]", pytest.approx(0.025), 0.5),
+        ("triton_red_fused_sum_1", "triton_red_fused_sum_1 < backward", "[[64, 768]]", pytest.approx(0.015), 0.5),
+        ("Memset (Device)", "aten::mm < backward", "[[8, 4], [4, 2]]", pytest.approx(0.002), 1.0)]
+
+
 def test_the_gemm_with_a_geglu_epilogue_computes_the_projection_and_the_geglu():
     """benchmarks/geglu_gemm_epilogue.py's kernel, under the Triton interpreter on tiny shapes (partial tiles
     in every dimension): its timings on the GPU mean something only if it computes the same thing."""
