@@ -416,6 +416,16 @@ session12)
     --variants "Mosaic BERT (full recipe) + encoder compile + fused GEGLU" \
     --profile "Mosaic BERT (full recipe) + encoder compile + fused GEGLU" --out benchmarks/results/session12_sources
   ;;
+session12c)
+  # Session 12, third call: same-code controls for graphs_tta's run. Time to accuracy as the recipe is
+  # (cuda_graphs off) and with bf16 hidden states (whose session-11 verdict compared against runs of older
+  # code with other MLM masks on the evaluation batches), 100 s of training each.
+  BUDGET_S=100 tta_mosaic_1gpu tta_mosaic_session12_baseline \
+    benchmarks/results/session12_time_to_accuracy_mosaic_bert_baseline.json
+  BUDGET_S=100 tta_mosaic_1gpu tta_mosaic_session12_bf16_hidden \
+    benchmarks/results/session12_time_to_accuracy_mosaic_bert_bf16_hidden.json \
+    model.model_config.low_precision_hidden_states=true
+  ;;
 graphs_tta)
   # (next) cuda_graphs with evaluation during training: Mosaic's time-to-accuracy run with it (compare its
   # accuracy per batch with session 8's run), then the probe at INFO logging (does the 2-layer model re-record?).
