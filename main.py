@@ -39,8 +39,9 @@ def main(cfg: DictConfig, return_trainer: bool = False, do_train: bool = True) -
     eval_loader = None
     if eval_loader_cfg:
         check_sequence_length(model, eval_loader_cfg, "eval_loader")
-        eval_loader = build_text_dataloader(eval_loader_cfg, model.tokenizer, eval_batch,
-                                            seed=seed, unused=unused, section="eval_loader")
+        # Evaluation keeps one mask per sample, so that its figures compare from one evaluation to the next.
+        eval_loader = build_text_dataloader(eval_loader_cfg, model.tokenizer, eval_batch, seed=seed, unused=unused,
+                                            section="eval_loader", remask_each_epoch=False)
 
     preemption = PreemptionCheckpoint()
     guard = non_finite_loss_guards(pop_typed(config, "stop_on_non_finite_loss", (bool, str), True))

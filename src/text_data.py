@@ -114,18 +114,27 @@ class StreamingTextDataset(StreamingDataset):
 
     Each sample is tokenized on the fly and padded or truncated to `max_seq_len` (BERT does not
     concatenate documents; `SampleTokenizer`). The sample's index in the dataset travels with it as
-    `sample_id`, so the collator can draw its mask from the sample's identity rather than from a worker's
-    RNG state: the same run, resumed, sees exactly the same masks.
+    `sample_id`, and the epoch being iterated as `epoch`, so the collator can draw its mask from the
+    sample's identity rather than from a worker's RNG state: the same run, resumed, sees exactly the same
+    masks.
     """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, max_seq_len: int, **streaming_kwargs: Any):
         super().__init__(**streaming_kwargs)
         self.tokenize = SampleTokenizer(tokenizer, max_seq_len)
+        self.epoch_being_iterated: Optional[int] = None
 
     def get_item(self, idx: int) -> dict[str, Any]:
         sample = self.tokenize(super().get_item(idx))
         sample["sample_id"] = idx
+        sample["epoch"] = self.epoch_being_iterated
         return sample
+
+    def _resume_incr_epoch(self) -> tuple[int, int]:
+        # streaming decides here which epoch an iteration is (resumed from a checkpoint or the next one).
+        epoch, sample_in_epoch = super()._resume_incr_epoch()
+        self.epoch_being_iterated = epoch
+        return epoch, sample_in_epoch
 
     # streaming 0.13 downloads and checks shards in background threads; when one fails (a checksum
     # mismatch, a missing file) the epoch just ends early, and only the next epoch raises, without the
@@ -187,41 +196,52 @@ class MLMCollator:
     transformers' DataCollatorForLanguageModeling draws from a global or per-collator RNG, whose state
     depends on worker scheduling; here each sample's draws come from its own random stream, keyed by
     (seed, sample_id), which makes masking reproducible across restarts and independent of the number of
-    workers. Position j of a sample always gets the same four draws (pick, [MASK] or not, random token or
-    unchanged, which random token), whatever the sequence length.
+    workers. Position j of a sample gets the same four draws (pick, [MASK] or not, random token or
+    unchanged, which random token) whatever the sequence length. With `remask_each_epoch` (training) the
+    stream is keyed by the epoch too, so each pass over the data masks a sample anew, as RoBERTa's dynamic
+    masking does (a small corpus seen for many epochs with one mask per sample is memorised sooner); epoch 0
+    and the static masking of evaluation data (`remask_each_epoch=False`) share their masks.
     """
 
     DRAWS_PER_TOKEN = 4
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, mlm_probability: float, seed: int = 17):
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, mlm_probability: float, seed: int = 17,
+                 remask_each_epoch: bool = True):
         if not 0.0 < mlm_probability < 1.0:
             raise DataConfigError(f"mlm_probability must be in (0, 1), got {mlm_probability}")
         if tokenizer.mask_token_id is None:
             raise DataConfigError(f"tokenizer {tokenizer.name_or_path!r} has no [MASK] token; MLM needs one")
         self.mlm_probability = mlm_probability
         self.seed = seed
+        self.remask_each_epoch = remask_each_epoch
         self.mask_token_id = tokenizer.mask_token_id
         self.vocab_size = len(tokenizer)
         self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
         self.fallback_generator = torch.Generator().manual_seed(seed)
 
-    def _stream_key(self, sample_id: Optional[int]) -> int:
+    def _stream_key(self, sample_id: Optional[int], epoch: Optional[int]) -> int:
         """The 64-bit key of a sample's random stream; a sample without an id draws one from the collator's
         own generator (reproducible for a single process only)."""
         if sample_id is None:
             return int(torch.randint(2**63 - 1, (1,), generator=self.fallback_generator))
-        digest = hashlib.blake2b(f"{self.seed}:{sample_id}".encode(), digest_size=8).digest()
+        name = f"{self.seed}:{sample_id}"
+        if self.remask_each_epoch and epoch:
+            name += f":{epoch}"
+        digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
         return int.from_bytes(digest, "little")
 
-    def _random_bits(self, sample_ids: list[Optional[int]], seq_len: int) -> np.ndarray:
+    def _random_bits(self, sample_ids: list[Optional[int]], seq_len: int,
+                     epochs: Optional[list[Optional[int]]] = None) -> np.ndarray:
         """(batch, seq_len, DRAWS_PER_TOKEN) uint64: the first seq_len * 4 numbers of each sample's stream."""
-        keys = np.array([self._stream_key(i) for i in sample_ids], dtype=np.uint64)
+        epochs = epochs or [None] * len(sample_ids)
+        keys = np.array([self._stream_key(i, e) for i, e in zip(sample_ids, epochs)], dtype=np.uint64)
         steps = np.arange(1, seq_len * self.DRAWS_PER_TOKEN + 1, dtype=np.uint64) * GOLDEN_GAMMA
         bits = splitmix64(keys[:, None] + steps[None, :])
         return bits.reshape(len(sample_ids), seq_len, self.DRAWS_PER_TOKEN)
 
-    def mask_tokens(self, input_ids: torch.Tensor, sample_ids: list[Optional[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        bits = self._random_bits(sample_ids, input_ids.shape[1])
+    def mask_tokens(self, input_ids: torch.Tensor, sample_ids: list[Optional[int]],
+                    epochs: Optional[list[Optional[int]]] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        bits = self._random_bits(sample_ids, input_ids.shape[1], epochs)
         uniform = torch.from_numpy((bits[..., :3] >> np.uint64(11)).astype(np.float64) * 2.0**-53)  # [0, 1)
         random_tokens = torch.from_numpy((bits[..., 3] % np.uint64(self.vocab_size)).astype(np.int64))
         maskable = ~torch.isin(input_ids, self.special_ids)
@@ -238,7 +258,7 @@ class MLMCollator:
         input_ids = torch.from_numpy(np.array([s["input_ids"] for s in samples], dtype=np.int64))
         attention_mask = torch.from_numpy(np.array([s["attention_mask"] for s in samples], dtype=np.int64))
         sample_ids = [s.get("sample_id") for s in samples]
-        masked, labels = self.mask_tokens(input_ids, sample_ids)
+        masked, labels = self.mask_tokens(input_ids, sample_ids, [s.get("epoch") for s in samples])
         batch = {"input_ids": masked, "attention_mask": attention_mask, "labels": labels,
                  # Sizes the model would otherwise read back from the GPU (one wait each): Python ints,
                  # one per sample, so Composer's microbatching splits them with the rows.
@@ -340,12 +360,14 @@ def with_shared_memory_retries(create, attempts: int = 6):
 
 def build_text_dataloader(cfg: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase,
                           device_batch_size: int, seed: int = 17, unused: Optional[list[str]] = None,
-                          section: str = "loader") -> DataLoader:
+                          section: str = "loader", remask_each_epoch: bool = True) -> DataLoader:
     """Build the MLM dataloader from a `train_loader` / `eval_loader` config section.
 
     `cfg.dataset` takes `local`, `remote`, `split`, `max_seq_len`, `mlm_probability`, `shuffle`,
-    optionally `tokenizer_name` (a tokenizer other than the model's) and `streams`, and passes every
-    other key (predownload, num_canonical_nodes, shuffle_seed, ...) to streaming.StreamingDataset.
+    optionally `tokenizer_name` (a tokenizer other than the model's), `streams` and `remask_each_epoch`
+    (default: the argument; true for training, so each epoch masks anew, false for evaluation, whose masks
+    stay fixed so that evaluations compare), and passes every other key (predownload,
+    num_canonical_nodes, shuffle_seed, ...) to streaming.StreamingDataset.
     Keys nothing takes are appended to `unused` (dotted, under `section`), or rejected when it is None.
     """
     from src.builders import accepted_kwargs
@@ -361,6 +383,10 @@ def build_text_dataloader(cfg: Mapping[str, Any], tokenizer: PreTrainedTokenizer
         tokenizer = load_tokenizer(tokenizer_name)
     max_seq_len = dataset_cfg.pop("max_seq_len")
     mlm_probability = dataset_cfg.pop("mlm_probability", 0.15)
+    remask_each_epoch = dataset_cfg.pop("remask_each_epoch", remask_each_epoch)
+    if not isinstance(remask_each_epoch, bool):
+        raise DataConfigError(
+            f"{section}.dataset.remask_each_epoch must be true or false, got {remask_each_epoch!r}")
     streams_cfg = dataset_cfg.pop("streams", None)
     split = dataset_cfg.pop("split", None)
     local = dataset_cfg.pop("local", None)
@@ -402,7 +428,7 @@ def build_text_dataloader(cfg: Mapping[str, Any], tokenizer: PreTrainedTokenizer
     num_workers = cfg.pop("num_workers", 0)
     loader_kwargs = dict(
         batch_size=device_batch_size,
-        collate_fn=MLMCollator(tokenizer, mlm_probability, seed=seed),
+        collate_fn=MLMCollator(tokenizer, mlm_probability, seed=seed, remask_each_epoch=remask_each_epoch),
         drop_last=cfg.pop("drop_last", True),
         num_workers=num_workers,
         pin_memory=cfg.pop("pin_memory", torch.cuda.is_available()),

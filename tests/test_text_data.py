@@ -150,6 +150,44 @@ def test_masks_depend_on_sample_identity_only(tokenizer):
     assert not torch.equal(together["labels"][0], together["labels"][1])
 
 
+def test_training_masks_change_with_the_epoch_and_evaluation_masks_do_not(tokenizer):
+    encoded = tokenizer(["a b c d e f g h i j k l m n o p q r s t u v w x y z"] * 2, max_length=32,
+                        padding="max_length")
+    samples = [{"input_ids": ids, "attention_mask": m, "sample_id": i}
+               for i, (ids, m) in enumerate(zip(encoded["input_ids"], encoded["attention_mask"]))]
+
+    def labels(collator, epoch):
+        return collator([{**sample, "epoch": epoch} for sample in samples])["labels"]
+    dynamic = MLMCollator(tokenizer, mlm_probability=0.5, seed=5)
+    static = MLMCollator(tokenizer, mlm_probability=0.5, seed=5, remask_each_epoch=False)
+    assert not torch.equal(labels(dynamic, 0), labels(dynamic, 1))
+    assert not torch.equal(labels(dynamic, 1), labels(dynamic, 2))
+    assert torch.equal(labels(dynamic, 3), labels(dynamic, 3))  # still reproducible
+    assert torch.equal(labels(static, 0), labels(static, 4))
+    assert torch.equal(labels(static, 0), labels(dynamic, 0))
+
+
+@pytest.mark.parametrize("remask", [True, False])
+def test_a_second_epoch_masks_anew_unless_told_not_to(synthetic_data, tokenizer, remask):
+    # Two passes over the validation split through the real loader: the same samples, masked anew in the
+    # second pass when remask_each_epoch is on (training's default), identically when it is off.
+    clean_stale_shared_memory()
+    loader = build_text_dataloader(loader_cfg(synthetic_data, split="val", shuffle=False,
+                                              remask_each_epoch=remask), tokenizer, 8)
+    epochs = []
+    for _ in range(2):
+        epochs.append({sid: row for batch in loader for sid, row in zip(batch["sample_id"].tolist(),
+                                                                          batch["labels"])})
+    assert epochs[0].keys() == epochs[1].keys() and len(epochs[0]) >= 100
+    same = sum(torch.equal(epochs[0][sid], epochs[1][sid]) for sid in epochs[0])
+    assert same == (len(epochs[0]) if not remask else 0)
+
+
+def test_remask_each_epoch_must_be_a_boolean(synthetic_data, tokenizer):
+    with pytest.raises(DataConfigError, match="remask_each_epoch must be true or false"):
+        build_text_dataloader(loader_cfg(synthetic_data, remask_each_epoch="yes"), tokenizer, 8)
+
+
 def test_same_seed_same_batches(synthetic_data, tokenizer):
     clean_stale_shared_memory()
     first = sample_order(build_text_dataloader(loader_cfg(synthetic_data), tokenizer, 8), batches=6)
