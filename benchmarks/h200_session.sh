@@ -429,7 +429,7 @@ session12c)
 graphs_tta)
   # (next) cuda_graphs with evaluation during training: Mosaic's time-to-accuracy run with it (compare its
   # accuracy per batch with session 8's run), then the probe at INFO logging (does the 2-layer model re-record?).
-  tta_mosaic_1gpu tta_mosaic_graphs benchmarks/results/time_to_accuracy_mosaic_bert_cuda_graphs.json \
+  tta_mosaic_1gpu tta_mosaic_graphs benchmarks/results/session12_time_to_accuracy_mosaic_bert_cuda_graphs.json \
     model.model_config.cuda_graphs=true
   TORCH_LOGS=cudagraphs step 0 150 cuda_graphs_probe python3 benchmarks/cuda_graphs_probe.py
   ;;

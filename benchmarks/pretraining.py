@@ -378,9 +378,15 @@ def report(args) -> None:
 
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for name, r in runs.items():
-            compiled_encoder = "model.model_config.compile_encoder=true" in r.get("overrides", [])
+            overrides = r.get("overrides", [])
+            compiled_encoder = "model.model_config.compile_encoder=true" in overrides
+            # Other switches of the model config set on (cuda_graphs, ...) tell runs of one model apart.
+            switches = [o.split("=")[0].rsplit(".", 1)[-1] for o in overrides
+                        if o.startswith("model.model_config.") and o.endswith("=true")
+                        and o.split("=")[0].rsplit(".", 1)[-1] not in ("compile_encoder", "compile_regions")]
             label = (f"{r['model']}{' + compile' if r.get('compile') else ''}"
-                     f"{' + compiled encoder' if compiled_encoder else ''}")
+                     f"{' + compiled encoder' if compiled_encoder else ''}"
+                     + "".join(f" + {switch}" for switch in switches))
             ax.plot([e["train_s"] for e in r["evals"]], [e["MaskedAccuracy"] for e in r["evals"]], marker=".", label=label)
         ax.set_xlabel("training seconds (evaluation excluded)")
         ax.set_ylabel("eval MaskedAccuracy")
