@@ -60,6 +60,7 @@
 #   bash benchmarks/h200_session.sh session11d # Composer speed with cuda_graphs
 #   bash benchmarks/h200_session.sh graphs_ab  # (next) Composer speed without and with cuda_graphs
 #   bash benchmarks/h200_session.sh session12  # graphs_ab, then a profile of who launches which kernel
+#   bash benchmarks/h200_session.sh triton_dropout  # (next) the hidden dropout's cheap mask, A/B + profile
 #   bash benchmarks/h200_session.sh graphs_tta # (next) time to accuracy with cuda_graphs; the probe
 #   bash benchmarks/h200_session.sh idle_profile   # (next) which kernels the GPU idles waiting for
 #   bash benchmarks/h200_session.sh geglu_gemm     # (next) GEMM with a GEGLU epilogue vs cuBLAS + tiled8
@@ -415,6 +416,22 @@ session12)
   step 0 200 throughput_sources python3 benchmarks/throughput.py --paddings 0.0 --quick \
     --variants "Mosaic BERT (full recipe) + encoder compile + fused GEGLU" \
     --profile "Mosaic BERT (full recipe) + encoder compile + fused GEGLU" --out benchmarks/results/session12_sources
+  ;;
+triton_dropout)
+  # (next) The hidden dropout's mask from src/fused_dropout.py (config triton_hidden_dropout) against
+  # Inductor's dropout: the recipe's step and the no-GLU model's, full-length batches, in one run; then
+  # the recipe's step profiled with it (does the attention-output LayerNorm drop from ~0.21 to ~0.08 ms
+  # per layer?). Time to accuracy with it is the next call's (learning unchanged?). Untimed: trim the
+  # variants if the first step runs out of time.
+  step 0 540 throughput_triton_dropout python3 benchmarks/throughput.py --paddings 0.0 \
+    --variants "Mosaic BERT (full recipe) + encoder compile + fused GEGLU" \
+    "Mosaic BERT (full recipe) + encoder compile + fused GEGLU, Triton hidden dropout" \
+    "Mosaic BERT no GLU + encoder compile" "Mosaic BERT no GLU + encoder compile, Triton hidden dropout" \
+    --out benchmarks/results/session13_throughput_triton_dropout
+  step 0 200 profile_triton_dropout python3 benchmarks/throughput.py --paddings 0.0 --quick \
+    --variants "Mosaic BERT (full recipe) + encoder compile + fused GEGLU, Triton hidden dropout" \
+    --profile "Mosaic BERT (full recipe) + encoder compile + fused GEGLU, Triton hidden dropout" \
+    --out benchmarks/results/session13_profile_triton_dropout
   ;;
 session12c)
   # Session 12, third call: same-code controls for graphs_tta's run. Time to accuracy as the recipe is

@@ -155,6 +155,17 @@ VARIANTS = {
         functools.partial(REGIONAL_RECIPE, compile_encoder=True, cuda_graphs=True), True, False),
     "Mosaic BERT (full recipe) + encoder compile + fused GEGLU, bf16 hidden states": (
         functools.partial(REGIONAL_RECIPE, compile_encoder=True, low_precision_hidden_states=True), True, False),
+    # The hidden dropout's mask from src/fused_dropout.py's kernel instead of Inductor's (config
+    # triton_hidden_dropout): with the recipe's GEGLU only the attention output's dropout changes; without
+    # GLU the MLP's too.
+    "Mosaic BERT (full recipe) + encoder compile + fused GEGLU, Triton hidden dropout": (
+        functools.partial(REGIONAL_RECIPE, compile_encoder=True, triton_hidden_dropout=True), True, False),
+    "Mosaic BERT (full recipe) + encoder compile + fused GEGLU + CUDA graphs, Triton hidden dropout": (
+        functools.partial(REGIONAL_RECIPE, compile_encoder=True, cuda_graphs=True, triton_hidden_dropout=True),
+        True, False),
+    "Mosaic BERT no GLU + encoder compile, Triton hidden dropout": (
+        lambda: mosaic_bert(glu=False, compile_regions=True, compile_encoder=True, triton_hidden_dropout=True),
+        False, False),
     "Mosaic BERT (full recipe) + encoder compile": (
         lambda: mosaic_bert(glu=True, compile_regions=True, compile_encoder=True), True, False),
     "Mosaic BERT no GLU": (lambda: mosaic_bert(glu=False), False, False),

@@ -47,6 +47,25 @@ def hidden_states(normed: torch.Tensor, low_precision: bool) -> torch.Tensor:
     return normed
 
 
+class HiddenDropout(nn.Dropout):
+    """BERT's hidden dropout. With the config's `triton_hidden_dropout` its mask comes from a Triton kernel
+    that decides eight values per Philox call (src/fused_dropout.py) instead of Inductor's one call per
+    value; the multiply stays in PyTorch, for Inductor to fuse into the residual add and LayerNorm."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config.hidden_dropout_prob)
+        self.kernel = None
+        if config.triton_hidden_dropout:  # imported only when asked for: it needs Triton
+            import src.fused_dropout as fused_dropout
+
+            self.kernel = fused_dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernel is None:
+            return super().forward(x)
+        return self.kernel.hidden_dropout(x, self.p, self.training)
+
+
 class BertEmbeddings(nn.Module):
     """Word + token type embeddings, LayerNorm, dropout. No position embeddings: ALiBi gives positions."""
 
@@ -57,7 +76,7 @@ class BertEmbeddings(nn.Module):
         )
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = HiddenDropout(config)
         self.low_precision = config.low_precision_hidden_states
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
@@ -76,7 +95,7 @@ class BertAttention(nn.Module):
         self.backend = config.attention_backend
         self.Wqkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
         self.wo = nn.Linear(config.hidden_size, config.hidden_size)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = HiddenDropout(config)
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.low_precision = config.low_precision_hidden_states
 
@@ -150,7 +169,7 @@ class BertMLP(nn.Module):
         self.wi = nn.Linear(config.hidden_size, config.intermediate_size)
         self.act = ACT2FN[config.hidden_act]
         self.wo = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = HiddenDropout(config)
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.low_precision = config.low_precision_hidden_states
 

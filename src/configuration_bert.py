@@ -60,6 +60,11 @@ class BertConfig(PretrainedConfig):
     # The GLU's gelu(gate) * up and its dropout as one Triton kernel each way (src/fused_geglu.py), on CUDA;
     # needs use_glu and hidden_act "gelu". Elsewhere the PyTorch ops run. +8.6% on full-length batches (H200).
     fused_geglu: bool = False
+    # The hidden dropout (after the embeddings, the attention output and BERT's own MLP) with its mask from
+    # a Triton kernel deciding eight values per Philox call (src/fused_dropout.py), on CUDA; Inductor's own
+    # dropout computes one Philox block per value (~1.2 ms of a recipe step on an H200, session 12's
+    # profile). Not yet measured on a GPU, hence off.
+    triton_hidden_dropout: bool = False
     # With compile_encoder, on CUDA: the compiled encoder replays CUDA graphs (torch.compile's
     # "reduce-overhead" mode), so the host queues a step in about half the time (it matters where the host
     # is slow; the GPU's own time does not change, docs/performance.md). A graph is recorded per token
@@ -82,6 +87,7 @@ class BertConfig(PretrainedConfig):
                 "'gelu' or fused_geglu false."
             )
         if self.cuda_graphs and not self.compile_encoder:
-            raise ValueError("cuda_graphs replays the compiled encoder's graphs: set compile_encoder true as well.")
+            raise ValueError("cuda_graphs replays the compiled encoder's graphs: set compile_encoder true as "
+                             "well, or cuda_graphs false (the recipe YAMLs set both true).")
         if self.cuda_graph_token_bucket < 1:
             raise ValueError(f"cuda_graph_token_bucket must be >= 1, got {self.cuda_graph_token_bucket}.")

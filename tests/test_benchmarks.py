@@ -20,7 +20,7 @@ TINY = ["model.model_config.hidden_size=32", "model.model_config.intermediate_si
         "callbacks.speed_monitor.window_size=4",
         # The recipe's GPU settings; on the CPU (Triton interpreted) they would only slow this down.
         "model.model_config.compile_regions=false", "model.model_config.compile_encoder=false",
-        "model.model_config.fused_geglu=false"]
+        "model.model_config.fused_geglu=false", "model.model_config.cuda_graphs=false"]
 
 
 def test_time_to_reach_interpolates_between_evaluations():
