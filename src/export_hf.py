@@ -36,7 +36,8 @@ from src.config import ConfigError
 SRC = Path(__file__).resolve().parent
 # The modeling code a Mosaic BERT folder carries (fused_layernorm.py is a training-time Composer
 # algorithm: its module keeps nn.LayerNorm's weight names, so the exported model does not need it).
-TRITON_FILES = ("flash_attn_triton.py", "fused_geglu.py", "fused_dropout.py")  # their Triton import is made optional
+# Their Triton import is made optional.
+TRITON_FILES = ("flash_attn_triton.py", "fused_geglu.py", "fused_dropout.py")
 REMOTE_CODE_FILES = ("configuration_bert.py", "bert_layers.py", "bert_padding.py", "attention.py", *TRITON_FILES)
 # Training-speed switches of Mosaic BERT that an exported model starts without: compiling costs a minute
 # on first use and the fused kernel needs Triton; the model computes the same either way.
