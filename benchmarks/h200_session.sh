@@ -58,10 +58,11 @@
 #   bash benchmarks/h200_session.sh session11b # bf16 hidden states: time to accuracy, Composer speed
 #   bash benchmarks/h200_session.sh session11c # attention checks after the _locate change; idle profile
 #   bash benchmarks/h200_session.sh session11d # Composer speed with cuda_graphs
-#   bash benchmarks/h200_session.sh graphs_ab  # (next) Composer speed without and with cuda_graphs
+#   bash benchmarks/h200_session.sh graphs_ab  # Composer speed without and with cuda_graphs
 #   bash benchmarks/h200_session.sh session12  # graphs_ab, then a profile of who launches which kernel
 #   bash benchmarks/h200_session.sh triton_dropout  # (next) the hidden dropout's cheap mask, A/B + profile
-#   bash benchmarks/h200_session.sh graphs_tta # (next) time to accuracy with cuda_graphs; the probe
+#   bash benchmarks/h200_session.sh graphs_tta # time to accuracy with cuda_graphs; the probe (session 12)
+#   bash benchmarks/h200_session.sh session12c # time-to-accuracy controls: recipe as is, bf16 hidden states
 #   bash benchmarks/h200_session.sh idle_profile   # (next) which kernels the GPU idles waiting for
 #   bash benchmarks/h200_session.sh geglu_gemm     # (next) GEMM with a GEGLU epilogue vs cuBLAS + tiled8
 #   bash benchmarks/h200_session.sh gemm_autotune  # the compiled encoder with Inductor's GEGLU, GEMMs
@@ -113,6 +114,10 @@ speed_1gpu() {  # speed_1gpu GPU PORT NAME OVERRIDES...: Composer speed of the M
   step "$gpu" "${SPEED_LIMIT_S:-130}" "$name" $launcher -n 1 --master_port "$port" benchmarks/pretraining.py speed \
     --model mosaic_bert --data "$data" --steps 150 --raw_steps 40 --loader_batches 60 \
     --out "benchmarks/results/$name.json" "$@"
+}
+graphs_ab_runs() {  # Composer speed of the recipe without, then with cuda_graphs (limit SPEED_LIMIT_S each)
+  speed_1gpu 0 29501 pretraining_speed_graphs_off
+  speed_1gpu 0 29502 pretraining_speed_graphs_on model.model_config.cuda_graphs=true
 }
 tta_mosaic_1gpu() {  # tta_mosaic_1gpu NAME OUT_JSON OVERRIDES...: Mosaic's time to accuracy with the compiled
   # encoder for BUDGET_S seconds of training (default 120) on GPU 0, plus compilation and evaluations
@@ -402,17 +407,15 @@ session11d)
   TORCH_LOGS=cudagraphs step 0 150 cuda_graphs_probe python3 benchmarks/cuda_graphs_probe.py
   ;;
 graphs_ab)
-  # (next) Should the recipe turn on cuda_graphs? Composer end to end without and with it, same call (each
+  # Should the recipe turn on cuda_graphs (session 12: yes)? Composer end to end without and with it, same call (each
   # run ~190 s on a slow host); the dataloader figure of each run also shows session 11's tokenizer change.
-  SPEED_LIMIT_S=280 speed_1gpu 0 29501 pretraining_speed_graphs_off
-  SPEED_LIMIT_S=280 speed_1gpu 0 29502 pretraining_speed_graphs_on model.model_config.cuda_graphs=true
+  SPEED_LIMIT_S=280 graphs_ab_runs
   ;;
 session12)
   # Session 12, first call: graphs_ab (above), then the recipe's step profiled with the launching op and
   # input shapes of its top kernels, memsets and sum reductions (which reductions are bias gradients, where
   # the 166 memsets per step come from).
-  SPEED_LIMIT_S=230 speed_1gpu 0 29501 pretraining_speed_graphs_off
-  SPEED_LIMIT_S=230 speed_1gpu 0 29502 pretraining_speed_graphs_on model.model_config.cuda_graphs=true
+  SPEED_LIMIT_S=230 graphs_ab_runs
   step 0 200 throughput_sources python3 benchmarks/throughput.py --paddings 0.0 --quick \
     --variants "Mosaic BERT (full recipe) + encoder compile + fused GEGLU" \
     --profile "Mosaic BERT (full recipe) + encoder compile + fused GEGLU" --out benchmarks/results/session12_sources
@@ -444,8 +447,8 @@ session12c)
     model.model_config.low_precision_hidden_states=true
   ;;
 graphs_tta)
-  # (next) cuda_graphs with evaluation during training: Mosaic's time-to-accuracy run with it (compare its
-  # accuracy per batch with session 8's run), then the probe at INFO logging (does the 2-layer model re-record?).
+  # cuda_graphs with evaluation during training (session 12): Mosaic's time-to-accuracy run with it (its
+  # control, the same code without graphs, is session12c's), then the probe at INFO logging.
   tta_mosaic_1gpu tta_mosaic_graphs benchmarks/results/session12_time_to_accuracy_mosaic_bert_cuda_graphs.json \
     model.model_config.cuda_graphs=true
   TORCH_LOGS=cudagraphs step 0 150 cuda_graphs_probe python3 benchmarks/cuda_graphs_probe.py

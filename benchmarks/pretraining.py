@@ -381,9 +381,9 @@ def report(args) -> None:
             overrides = r.get("overrides", [])
             compiled_encoder = "model.model_config.compile_encoder=true" in overrides
             # Other switches of the model config set on (cuda_graphs, ...) tell runs of one model apart.
-            switches = [o.split("=")[0].rsplit(".", 1)[-1] for o in overrides
-                        if o.startswith("model.model_config.") and o.endswith("=true")
-                        and o.split("=")[0].rsplit(".", 1)[-1] not in ("compile_encoder", "compile_regions")]
+            switched_on = [o.removeprefix("model.model_config.").removesuffix("=true") for o in overrides
+                           if o.startswith("model.model_config.") and o.endswith("=true")]
+            switches = [s for s in switched_on if s not in ("compile_encoder", "compile_regions")]
             label = (f"{r['model']}{' + compile' if r.get('compile') else ''}"
                      f"{' + compiled encoder' if compiled_encoder else ''}"
                      + "".join(f" + {switch}" for switch in switches))

@@ -353,10 +353,11 @@ def profile(name: str, batch_size: int, seqlen: int, steps: int = 5) -> str:
              "| kernel category | ms per step | share of GPU time |", "| --- | ---: | ---: |"]
     for category, ms in sorted(categories.items(), key=lambda kv: -kv[1]):
         lines.append(f"| {category} | {ms:.2f} | {ms / busy_ms:.0%} |")
+    ranked = sorted(kernels, key=lambda kernel: -kernels[kernel])  # most GPU time first
     lines += ["", "| top kernels | category | ms per step |", "| --- | --- | ---: |"]
-    for kernel, ms in sorted(kernels.items(), key=lambda kv: -kv[1])[:40]:
-        lines.append(f"| `{kernel[:120]}` | {kernel_category(kernel)} | {ms:.3f} |")
-    top = {kernel for kernel, _ in sorted(kernels.items(), key=lambda kv: -kv[1])[:20]}
+    for kernel in ranked[:40]:
+        lines.append(f"| `{kernel[:120]}` | {kernel_category(kernel)} | {kernels[kernel]:.3f} |")
+    top = set(ranked[:20])
     top |= {kernel for kernel in kernels if "memset" in kernel.lower() or "_sum" in kernel}
     lines += ["", "Who launched the top kernels, the memsets and the sum reductions (the launching op, "
               "innermost first, and its input shapes):", "",
