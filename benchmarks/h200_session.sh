@@ -60,11 +60,14 @@
 #   bash benchmarks/h200_session.sh session11d # Composer speed with cuda_graphs
 #   bash benchmarks/h200_session.sh graphs_ab  # Composer speed without and with cuda_graphs
 #   bash benchmarks/h200_session.sh session12  # graphs_ab, then a profile of who launches which kernel
-#   bash benchmarks/h200_session.sh triton_dropout  # (next) the hidden dropout's cheap mask, A/B + profile
+#   bash benchmarks/h200_session.sh triton_dropout  # the hidden dropout's cheap mask, A/B + profile (session 13)
+#   bash benchmarks/h200_session.sh session13_tta  # Mosaic's time to accuracy without / with that dropout
+#   bash benchmarks/h200_session.sh session13_hf   # HF's time to accuracy; Composer speed of the recipe
+#   bash benchmarks/h200_session.sh session13_seed # the Mosaic / HF pair again with seed 23
 #   bash benchmarks/h200_session.sh graphs_tta # time to accuracy with cuda_graphs; the probe (session 12)
 #   bash benchmarks/h200_session.sh session12c # time-to-accuracy controls: recipe as is, bf16 hidden states
-#   bash benchmarks/h200_session.sh idle_profile   # (next) which kernels the GPU idles waiting for
-#   bash benchmarks/h200_session.sh geglu_gemm     # (next) GEMM with a GEGLU epilogue vs cuBLAS + tiled8
+#   bash benchmarks/h200_session.sh idle_profile   # (session 11) which kernels the GPU idles waiting for
+#   bash benchmarks/h200_session.sh geglu_gemm     # (session 11) GEMM with a GEGLU epilogue vs cuBLAS + tiled8
 #   bash benchmarks/h200_session.sh gemm_autotune  # the compiled encoder with Inductor's GEGLU, GEMMs
 #                                              #   autotuned with Triton templates (epilogue fusion)
 #   bash benchmarks/h200_session.sh syncfree   # lane 0: throughput of the host-wait-free step, the tiled
@@ -125,6 +128,12 @@ tta_mosaic_1gpu() {  # tta_mosaic_1gpu NAME OUT_JSON OVERRIDES...: Mosaic's time
   step 0 $((budget + 180)) "$name" python3 benchmarks/pretraining.py accuracy --model mosaic_bert \
     --budget_s "$budget" --data "$data" --out "$out" \
     train_metrics=false model.model_config.compile_regions=true model.model_config.compile_encoder=true "$@"
+}
+tta_hf_1gpu() {  # tta_hf_1gpu NAME OUT_JSON OVERRIDES...: HF BERT's time to accuracy in its fastest
+  # configuration (SDPA + torch.compile) for BUDGET_S seconds of training (default 100) on GPU 0
+  local name=$1 out=$2 budget=${BUDGET_S:-100}; shift 2
+  step 0 $((budget + 160)) "$name" python3 benchmarks/pretraining.py accuracy --model hf_bert --compile \
+    --budget_s "$budget" --data "$data" --out "$out" train_metrics=false "$@"
 }
 
 case $stage in
@@ -421,20 +430,50 @@ session12)
     --profile "Mosaic BERT (full recipe) + encoder compile + fused GEGLU" --out benchmarks/results/session12_sources
   ;;
 triton_dropout)
-  # (next) The hidden dropout's mask from src/fused_dropout.py (config triton_hidden_dropout) against
+  # Session 13: the hidden dropout's mask from src/fused_dropout.py (config triton_hidden_dropout) against
   # Inductor's dropout: the recipe's step and the no-GLU model's, full-length batches, in one run; then
   # the recipe's step profiled with it (does the attention-output LayerNorm drop from ~0.21 to ~0.08 ms
   # per layer?). Time to accuracy with it is the next call's (learning unchanged?). Untimed: trim the
   # variants if the first step runs out of time.
-  step 0 540 throughput_triton_dropout python3 benchmarks/throughput.py --paddings 0.0 \
-    --variants "Mosaic BERT (full recipe) + encoder compile + fused GEGLU" \
+  python3 -c "import inspect, torch.utils.data.dataloader as d; c = d._MultiProcessingDataLoaderIter
+print(inspect.getsource(c._shutdown_workers)); print(inspect.getsource(c._clean_up_worker))" \
+    >"$logs/torch_dataloader_shutdown.log" 2>&1  # the exit hang's frame (docs/NOTES.md): torch 2.11's code
+  step 0 400 throughput_triton_dropout python3 benchmarks/throughput.py --paddings 0.0 \
+    --variants "HF BERT SDPA + compile" "Mosaic BERT (full recipe) + encoder compile + fused GEGLU" \
     "Mosaic BERT (full recipe) + encoder compile + fused GEGLU, Triton hidden dropout" \
     "Mosaic BERT no GLU + encoder compile" "Mosaic BERT no GLU + encoder compile, Triton hidden dropout" \
     --out benchmarks/results/session13_throughput_triton_dropout
-  step 0 200 profile_triton_dropout python3 benchmarks/throughput.py --paddings 0.0 --quick \
+  step 0 150 profile_triton_dropout python3 benchmarks/throughput.py --paddings 0.0 --quick \
     --variants "Mosaic BERT (full recipe) + encoder compile + fused GEGLU, Triton hidden dropout" \
     --profile "Mosaic BERT (full recipe) + encoder compile + fused GEGLU, Triton hidden dropout" \
     --out benchmarks/results/session13_profile_triton_dropout
+  ;;
+session13_tta)
+  # Session 13, second call: Mosaic's time to accuracy as the recipe is and with triton_hidden_dropout
+  # (does the mask from src/fused_dropout.py learn alike?), 100 s of training each; with dynamic masking
+  # (session 12) and the exit fix of src/trainer.py (`stop_workers_at_exit`: the ~80 s each run sat after
+  # its last line is gone if the step ends within seconds of "Final eval").
+  BUDGET_S=100 tta_mosaic_1gpu tta_mosaic_session13_baseline \
+    benchmarks/results/session13_time_to_accuracy_mosaic_bert_baseline.json
+  BUDGET_S=100 tta_mosaic_1gpu tta_mosaic_session13_triton_dropout \
+    benchmarks/results/session13_time_to_accuracy_mosaic_bert_triton_dropout.json \
+    model.model_config.triton_hidden_dropout=true
+  ;;
+session13_hf)
+  # Session 13, third call: HF BERT's time to accuracy (its fastest configuration: SDPA + torch.compile)
+  # for the same 100 s, to pair with session13_tta's Mosaic runs (same session, same code, same masks).
+  tta_hf_1gpu tta_hf_session13 benchmarks/results/session13_time_to_accuracy_hf_bert.json
+  # Composer against the raw loop, and the dataloader, with the recipe as it now is (cuda_graphs and
+  # triton_hidden_dropout on)
+  speed_1gpu 0 29501 pretraining_speed_session13_recipe
+  ;;
+session13_seed)
+  # Session 13, fourth call: the same pair with another seed (initial weights, data order, masks), to see how
+  # far "the time Mosaic needs to reach HF's final accuracy" moves with the seed alone; the recipe as it
+  # now is (triton_hidden_dropout on).
+  BUDGET_S=100 tta_mosaic_1gpu tta_mosaic_session13_seed23 \
+    benchmarks/results/session13_time_to_accuracy_mosaic_bert_seed23.json seed=23
+  tta_hf_1gpu tta_hf_session13_seed23 benchmarks/results/session13_time_to_accuracy_hf_bert_seed23.json seed=23
   ;;
 session12c)
   # Session 12, third call: same-code controls for graphs_tta's run. Time to accuracy as the recipe is

@@ -26,8 +26,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import torch
-from composer.core import Callback
+PROCESS_START = time.time()  # before torch's import, so the step's own time can be compared with it
+import torch  # noqa: E402
+from composer.core import Callback  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -328,10 +329,14 @@ def accuracy(args) -> None:
     trainer = pretraining.main(cfg, return_trainer=True)
     if not record or record[-1]["batch"] != int(trainer.state.timestamp.batch):
         trainer.eval()  # the budget ended between two evaluations: one more at the last batch
+    model_config = trainer.state.model.config.to_dict() if hasattr(trainer.state.model, "config") else None
     result = dict(model=args.model, compile=args.compile, budget_s=args.budget_s, batch_size=args.batch_size,
-                  lr=args.lr, overrides=args.override, gpu=device_name(), evals=record)
+                  lr=args.lr, overrides=args.override, gpu=device_name(), model_config=model_config, evals=record)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
+    # The process should end within seconds of this line (the log's step time tells): before src/trainer.py's
+    # `stop_workers_at_exit`, torch's exit hooks held it ~80 s on the H200.
+    print(f"[time to accuracy] results written {time.time() - PROCESS_START:.0f} s after start", flush=True)
 
 
 # ---------------------------------------------------------------------------------------------------- report
@@ -386,7 +391,10 @@ def report(args) -> None:
             switches = [s for s in switched_on if s not in ("compile_encoder", "compile_regions")]
             label = (f"{r['model']}{' + compile' if r.get('compile') else ''}"
                      f"{' + compiled encoder' if compiled_encoder else ''}"
-                     + "".join(f" + {switch}" for switch in switches))
+                     + "".join(f" + {switch}" for switch in switches)
+                     + "".join(f", {o}" for o in overrides if o.startswith("seed=")))
+            if not default:  # a session's runs: their file names tell them apart (the report's table too)
+                label = f"{name.removeprefix(args.tta_prefix)}: {label}"
             ax.plot([e["train_s"] for e in r["evals"]], [e["MaskedAccuracy"] for e in r["evals"]], marker=".", label=label)
         ax.set_xlabel("training seconds (evaluation excluded)")
         ax.set_ylabel("eval MaskedAccuracy")
@@ -399,13 +407,18 @@ def report(args) -> None:
         for name, r in runs.items():
             last = r["evals"][-1]
             lines.append(f"| {name} | {last['train_s']:.0f} | {last['batch']} | {last['MaskedAccuracy']:.4f} |")
-        hf = next((r for r in runs.values() if r["model"] == "hf_bert"), None)
-        mosaic = next((r for r in runs.values() if r["model"] == "mosaic_bert"), None)
-        if hf and mosaic:
+        # Each Mosaic run against the HF run of its seed (runs with another seed are another sample).
+        def seed(run):
+            return next((o for o in run.get("overrides", []) if o.startswith("seed=")), "the recipe's seed")
+        for name, mosaic in runs.items():
+            hf = next((r for r in runs.values() if r["model"] == "hf_bert" and seed(r) == seed(mosaic)), None)
+            if mosaic["model"] != "mosaic_bert" or hf is None:
+                continue
             target = hf["evals"][-1]["MaskedAccuracy"]
             reached = time_to_reach(mosaic["evals"], target)
             hf_time = hf["evals"][-1]["train_s"]
-            lines.append(f"\nHF BERT's final accuracy {target:.4f} after {hf_time:.0f} s; Mosaic BERT reaches it after "
+            lines.append(f"\n{name}: HF BERT's final accuracy ({seed(hf)}) {target:.4f} after {hf_time:.0f} s; "
+                         "Mosaic BERT reaches it after "
                          + (f"{reached:.0f} s ({reached / hf_time:.2f} of the time)." if reached is not None
                             else "— not within its budget."))
     text = "\n".join(lines) + "\n"

@@ -1,9 +1,11 @@
 """Hidden dropout whose mask costs one Philox call per eight values, for Inductor to fuse around.
 
 In the compiled encoder the dropout before each attention-output LayerNorm is Inductor's. On an H200 that
-LayerNorm's forward kernel took 0.214 ms per layer against 0.074 for the MLP's LayerNorm, which has no
-dropout (docs/performance.md, session 12); the likely cost is the random numbers: Triton's `tl.rand`
-computes a whole Philox block (four 32-bit words, 10 rounds) for every value and keeps one word.
+LayerNorm's forward kernel took 0.214 ms per call against 0.074 for the MLP's LayerNorm, which has no
+dropout (session 12's profile); the cost is the random numbers: Triton's `tl.rand` computes a whole Philox
+block (four 32-bit words, 10 rounds) for every value and keeps one word. With this module's mask the same
+LayerNorm takes 0.102 ms and the mask kernel 0.020 ms (session 13's profile): the recipe's step +1.1%, the
+model without GLU (whose MLP dropout changes too) +2.9%, time to accuracy alike (docs/performance.md).
 
 `hidden_dropout(x, p)` draws the keep mask with a small Triton kernel instead (the GEGLU kernels' scheme,
 src/fused_geglu.py: each 16-bit half of a Philox word decides one value, so one call decides eight) and
@@ -11,7 +13,7 @@ returns `where(keep, x * scale, 0)` in plain PyTorch, which Inductor fuses into 
 LayerNorm; autograd keeps the 1-byte mask for the backward as it does for torch's dropout. The seed is
 drawn on the device by torch's generator, as the GEGLU kernels' is (seeded runs repeat their masks, the
 host never waits, and a captured CUDA graph draws a new mask at each replay: checked on an H200 for the
-GEGLU, not yet for this kernel). The rate dropped is the nearest multiple of 1/65536
+GEGLU; for this kernel only indirectly, by the recipe's runs with cuda_graphs learning alike). The rate dropped is the nearest multiple of 1/65536
 to p and the kept values are scaled by its exact inverse, so the expected value is kept.
 """
 import hashlib

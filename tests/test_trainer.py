@@ -5,6 +5,7 @@ import inspect
 import json
 import math
 import sys
+import time
 from pathlib import Path
 
 import composer
@@ -17,7 +18,8 @@ from main import main
 from src import builders
 from src.callbacks import NonFiniteLossError
 from src.config import ConfigError, load_config
-from src.trainer import BatchLosses, LossReader, Trainer
+from src import trainer as trainer_module
+from src.trainer import BatchLosses, LossReader, Trainer, stop_workers_at_exit
 from tests.conftest import TEST_YAML
 from tests.test_reliability import CHECKPOINT, FaultProbe, batch_log, listing, overrides
 
@@ -149,3 +151,35 @@ def test_composers_loop_reads_no_tensor_with_async_loss(pretrain_cfg, monkeypatc
     assert int(trainer.state.timestamp.batch) == 6
     assert reads == []
     assert trainer.state.total_loss_dict.batch == 6
+
+
+def test_persistent_workers_are_told_to_stop_at_exit(monkeypatch):
+    """torch < 2.14 waits 5 s per persistent worker at exit (with pin_memory) before killing it; the hook
+    shuts the iterator down first, so its workers are gone at once."""
+    hooks = []
+    monkeypatch.setattr(trainer_module.atexit, "register", lambda function, *args: hooks.append((function, args)))
+    loader = torch.utils.data.DataLoader(range(64), batch_size=4, num_workers=2, persistent_workers=True)
+    batches = iter(loader)
+    assert next(batches).tolist() == [0, 1, 2, 3]  # mid-epoch, as a run stopped by its duration leaves it
+    workers = list(loader._iterator._workers)
+    assert all(worker.is_alive() for worker in workers)
+    stop_workers_at_exit(loader)
+    stop_workers_at_exit(loader)  # the next epoch's iter() of the same loader: still one hook
+    stop_workers_at_exit(torch.utils.data.DataLoader(range(8)))  # no workers: nothing to stop
+    assert len(hooks) == 1
+    started = time.perf_counter()
+    function, args = hooks[0]
+    function(*args)
+    assert not any(worker.is_alive() for worker in workers)
+    assert time.perf_counter() - started < 4  # torch's own hook: 5 s per worker
+
+
+def test_the_trainer_registers_its_loaders_for_the_exit(pretrain_cfg):
+    cfg = pretrain_cfg("max_duration=2ba", "eval_interval=2ba", "save_folder=null", "train_loader.num_workers=1",
+                       "eval_loader.num_workers=1")
+    trainer = main(cfg, return_trainer=True)
+    loaders = [trainer.state.train_dataloader] + [e.dataloader.dataloader for e in trainer.state.evaluators]
+    assert len(loaders) == 2 and all(loader.persistent_workers for loader in loaders)
+    assert all(loader in trainer_module._loaders_stopped_at_exit for loader in loaders)
+    for loader in loaders:  # this test's workers, stopped now rather than at the end of the test session
+        trainer_module._shut_down_workers(lambda loader=loader: loader)
