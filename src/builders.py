@@ -44,6 +44,13 @@ def start_run(cfg) -> dict[str, Any]:
     config: dict[str, Any] = to_plain_dict(cfg)
     config["seed"] = pop_typed(config, "seed", int, 17)
     reproducibility.seed_all(config["seed"])
+    if dist.get_world_size() > 1:
+        # The ranks' process group, made before any dataset, as the Trainer would make it (which then finds
+        # it made). Otherwise streaming makes a temporary one on MASTER_PORT for each dataset it builds and
+        # tears it down: a rank that reached the next dataset's while rank 0 still closed the last one's
+        # store had its connection reset, and rank 0 then waited for it forever (CI, sessions 10 and 13).
+        dist.initialize_dist(config.get("device", TRAINER_KEYS["device"][1]),
+                             float(config.get("dist_timeout", TRAINER_KEYS["dist_timeout"][1])))
     return config
 
 

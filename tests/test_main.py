@@ -124,6 +124,8 @@ def test_two_processes_train_and_agree(synthetic_data, tmp_path, async_loss, own
     assert [r["batches"] for r in ranks] == [4, 4]
     assert [r["samples"] for r in ranks] == [32, 32]  # 8 per batch, summed over the ranks
     assert [r["own_host_group"] for r in ranks] == [own_host_group == "1"] * 2
+    # the process group exists before the datasets, so streaming makes none of its own on MASTER_PORT
+    assert [(r["datasets"], r["streaming_made_groups"]) for r in ranks] == [(2, 0), (2, 0)]
     assert ranks[0]["losses"] == ranks[1]["losses"] and 0 < ranks[0]["losses"]["loss/train/total"] < 20
     for name, value in ranks[0]["weights"].items():
         torch.testing.assert_close(ranks[1]["weights"][name], value, rtol=0, atol=0, msg=name)
