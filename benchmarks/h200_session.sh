@@ -64,6 +64,7 @@
 #   bash benchmarks/h200_session.sh session13_tta  # Mosaic's time to accuracy without / with that dropout
 #   bash benchmarks/h200_session.sh session13_hf   # HF's time to accuracy; Composer speed of the recipe
 #   bash benchmarks/h200_session.sh session13_seed # the Mosaic / HF pair again with seed 23
+#   DATA=.gpu_data_v2 SEED=17 bash benchmarks/h200_session.sh tta_pair  # (next) that pair, any data and seed
 #   bash benchmarks/h200_session.sh graphs_tta # time to accuracy with cuda_graphs; the probe (session 12)
 #   bash benchmarks/h200_session.sh session12c # time-to-accuracy controls: recipe as is, bf16 hidden states
 #   bash benchmarks/h200_session.sh idle_profile   # (session 11) which kernels the GPU idles waiting for
@@ -447,6 +448,17 @@ print(inspect.getsource(c._shutdown_workers)); print(inspect.getsource(c._clean_
     --variants "Mosaic BERT (full recipe) + encoder compile + fused GEGLU, Triton hidden dropout" \
     --profile "Mosaic BERT (full recipe) + encoder compile + fused GEGLU, Triton hidden dropout" \
     --out benchmarks/results/session13_profile_triton_dropout
+  ;;
+tta_pair)
+  # (next) Mosaic's and HF's time to accuracy, 100 s of training each, the recipe as it is, seed SEED
+  # (default 17), in one call (~400 s with start-up). With DATA=.gpu_data_v2 (5,000 validation documents,
+  # docs/NOTES.md) each evaluation reads 19 batches instead of 3, which steadies the crossing of Mosaic's
+  # curve with HF's last accuracy (3-batch noise moved it ~6 s in session 13). Results are named by the
+  # data folder and the seed; report them with `pretraining.py report --tta_prefix tta_pair_`.
+  tag="$(basename "$data" | tr -d .)_seed${SEED:-17}"
+  BUDGET_S=100 tta_mosaic_1gpu "tta_pair_mosaic_$tag" "benchmarks/results/tta_pair_mosaic_bert_$tag.json" \
+    "seed=${SEED:-17}"
+  tta_hf_1gpu "tta_pair_hf_$tag" "benchmarks/results/tta_pair_hf_bert_$tag.json" "seed=${SEED:-17}"
   ;;
 session13_tta)
   # Session 13, second call: Mosaic's time to accuracy as the recipe is and with triton_hidden_dropout

@@ -331,7 +331,8 @@ def accuracy(args) -> None:
         trainer.eval()  # the budget ended between two evaluations: one more at the last batch
     model_config = trainer.state.model.config.to_dict() if hasattr(trainer.state.model, "config") else None
     result = dict(model=args.model, compile=args.compile, budget_s=args.budget_s, batch_size=args.batch_size,
-                  lr=args.lr, overrides=args.override, gpu=device_name(), model_config=model_config, evals=record)
+                  lr=args.lr, overrides=args.override, data=args.data, gpu=device_name(), model_config=model_config,
+                  evals=record)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
     # The process should end within seconds of this line (the log's step time tells): before src/trainer.py's
@@ -407,11 +408,12 @@ def report(args) -> None:
         for name, r in runs.items():
             last = r["evals"][-1]
             lines.append(f"| {name} | {last['train_s']:.0f} | {last['batch']} | {last['MaskedAccuracy']:.4f} |")
-        # Each Mosaic run against the HF run of its seed (runs with another seed are another sample).
+        # Each Mosaic run against the HF run of its seed and data (another seed is another sample).
         def seed(run):
             return next((o for o in run.get("overrides", []) if o.startswith("seed=")), "the recipe's seed")
         for name, mosaic in runs.items():
-            hf = next((r for r in runs.values() if r["model"] == "hf_bert" and seed(r) == seed(mosaic)), None)
+            hf = next((r for r in runs.values() if r["model"] == "hf_bert" and seed(r) == seed(mosaic)
+                       and r.get("data") == mosaic.get("data")), None)
             if mosaic["model"] != "mosaic_bert" or hf is None:
                 continue
             target = hf["evals"][-1]["MaskedAccuracy"]

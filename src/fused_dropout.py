@@ -13,8 +13,9 @@ returns `where(keep, x * scale, 0)` in plain PyTorch, which Inductor fuses into 
 LayerNorm; autograd keeps the 1-byte mask for the backward as it does for torch's dropout. The seed is
 drawn on the device by torch's generator, as the GEGLU kernels' is (seeded runs repeat their masks, the
 host never waits, and a captured CUDA graph draws a new mask at each replay: checked on an H200 for the
-GEGLU; for this kernel only indirectly, by the recipe's runs with cuda_graphs learning alike). The rate dropped is the nearest multiple of 1/65536
-to p and the kept values are scaled by its exact inverse, so the expected value is kept.
+GEGLU; for this kernel only indirectly, by the recipe's runs with cuda_graphs learning alike). The rate
+dropped is the nearest multiple of 1/65536 to p and the kept values are scaled by its exact inverse, so
+the expected value is kept.
 """
 import hashlib
 

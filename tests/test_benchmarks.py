@@ -44,6 +44,7 @@ def test_accuracy_speed_and_report_run_end_to_end(synthetic_data, tmp_path):
     assert all(0 <= e["MaskedAccuracy"] <= 1 for e in evals)
     # the model's settings as run, YAML and overrides together (a later YAML change cannot relabel a result)
     assert run["model_config"]["hidden_size"] == 32 and run["model_config"]["triton_hidden_dropout"] is True
+    assert run["data"] == data  # the report pairs Mosaic and HF runs of the same data and seed
 
     speed_json = tmp_path / "pretraining_speed_mosaic_1gpu.json"
     subprocess.run([sys.executable, "-m", "composer.cli.launcher", "-n", "1", SCRIPT, "speed", "--model", "mosaic_bert", "--data", data, "--batch_size", "8",
