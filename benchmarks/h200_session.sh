@@ -65,6 +65,7 @@
 #   bash benchmarks/h200_session.sh session13_hf   # HF's time to accuracy; Composer speed of the recipe
 #   bash benchmarks/h200_session.sh session13_seed # the Mosaic / HF pair again with seed 23
 #   DATA=.gpu_data_v2 SEED=17 bash benchmarks/h200_session.sh tta_pair  # (next) that pair, any data and seed
+#   bash benchmarks/h200_session.sh inductor_reductions  # (next) the recipe under two Inductor settings
 #   bash benchmarks/h200_session.sh graphs_tta # time to accuracy with cuda_graphs; the probe (session 12)
 #   bash benchmarks/h200_session.sh session12c # time-to-accuracy controls: recipe as is, bf16 hidden states
 #   bash benchmarks/h200_session.sh idle_profile   # (session 11) which kernels the GPU idles waiting for
@@ -448,6 +449,15 @@ print(inspect.getsource(c._shutdown_workers)); print(inspect.getsource(c._clean_
     --variants "Mosaic BERT (full recipe) + encoder compile + fused GEGLU, Triton hidden dropout" \
     --profile "Mosaic BERT (full recipe) + encoder compile + fused GEGLU, Triton hidden dropout" \
     --out benchmarks/results/session13_profile_triton_dropout
+  ;;
+inductor_reductions)
+  # (next) The recipe's step under two Inductor settings for its generated reductions (coordinate-descent
+  # tuning of block sizes; no split reductions), interleaved twice with the recipe as it is, full length.
+  # A setting that wins by more than the repeats' spread goes into the model config next.
+  recipe="Mosaic BERT (full recipe) + encoder compile + fused GEGLU, Triton hidden dropout"
+  step 0 480 throughput_inductor_reductions python3 benchmarks/throughput.py --paddings 0.0 --repeats 2 \
+    --variants "$recipe" "$recipe, Inductor coordinate descent" "$recipe, no split reductions" \
+    --out benchmarks/results/throughput_inductor_reductions
   ;;
 tta_pair)
   # (next) Mosaic's and HF's time to accuracy, 100 s of training each, the recipe as it is, seed SEED
