@@ -394,14 +394,14 @@ def report(args) -> None:
                      f"{' + compiled encoder' if compiled_encoder else ''}"
                      + "".join(f" + {switch}" for switch in switches)
                      + "".join(f", {o}" for o in overrides if o.startswith("seed=")))
-            if not default:  # a session's runs: their file names tell them apart (the report's table too)
-                label = f"{name.removeprefix(args.tta_prefix)}: {label}"
+            if not default:  # a session's runs: their file names tell them apart (as in the report's table)
+                label = name.removeprefix(args.tta_prefix)
             ax.plot([e["train_s"] for e in r["evals"]], [e["MaskedAccuracy"] for e in r["evals"]], marker=".", label=label)
         ax.set_xlabel("training seconds (evaluation excluded)")
         ax.set_ylabel("eval MaskedAccuracy")
         ax.set_title(f"Time to accuracy, BERT-base on the synthetic corpus, {next(iter(runs.values()))['gpu']}")
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(loc="lower right", fontsize="small")
         fig.tight_layout()
         fig.savefig(results / f"{args.tta_prefix.rstrip('_')}.png", dpi=120)
         lines += ["", "| run | training s | batches | final MaskedAccuracy |", "| --- | ---: | ---: | ---: |"]
