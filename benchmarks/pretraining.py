@@ -354,6 +354,20 @@ def time_to_reach(evals: list[dict], target: float) -> float | None:
     return None
 
 
+def run_label(run: dict) -> str:
+    """A time-to-accuracy run's curve label: the model, how it was compiled, the model-config switches set
+    on (cuda_graphs, ...: they tell runs of one model apart) and its seed if set."""
+    overrides = run.get("overrides", [])
+    compiled_encoder = "model.model_config.compile_encoder=true" in overrides
+    switched_on = [o.removeprefix("model.model_config.").removesuffix("=true") for o in overrides
+                   if o.startswith("model.model_config.") and o.endswith("=true")]
+    switches = [s for s in switched_on if s not in ("compile_encoder", "compile_regions")]
+    return (f"{run['model']}{' + compile' if run.get('compile') else ''}"
+            f"{' + compiled encoder' if compiled_encoder else ''}"
+            + "".join(f" + {switch}" for switch in switches)
+            + "".join(f", {o}" for o in overrides if o.startswith("seed=")))
+
+
 def report(args) -> None:
     results = Path(args.results)
     lines = []
@@ -384,18 +398,8 @@ def report(args) -> None:
 
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for name, r in runs.items():
-            overrides = r.get("overrides", [])
-            compiled_encoder = "model.model_config.compile_encoder=true" in overrides
-            # Other switches of the model config set on (cuda_graphs, ...) tell runs of one model apart.
-            switched_on = [o.removeprefix("model.model_config.").removesuffix("=true") for o in overrides
-                           if o.startswith("model.model_config.") and o.endswith("=true")]
-            switches = [s for s in switched_on if s not in ("compile_encoder", "compile_regions")]
-            label = (f"{r['model']}{' + compile' if r.get('compile') else ''}"
-                     f"{' + compiled encoder' if compiled_encoder else ''}"
-                     + "".join(f" + {switch}" for switch in switches)
-                     + "".join(f", {o}" for o in overrides if o.startswith("seed=")))
-            if not default:  # a session's runs: their file names tell them apart (as in the report's table)
-                label = name.removeprefix(args.tta_prefix)
+            # A session's runs (another prefix): their file names tell them apart, as in the report's table.
+            label = run_label(r) if default else name.removeprefix(args.tta_prefix)
             ax.plot([e["train_s"] for e in r["evals"]], [e["MaskedAccuracy"] for e in r["evals"]], marker=".", label=label)
         ax.set_xlabel("training seconds (evaluation excluded)")
         ax.set_ylabel("eval MaskedAccuracy")

@@ -123,6 +123,8 @@ def mosaic_bert(glu: bool, backend: str = "auto", fused_layernorm: bool = True, 
 # The recipe with each layer compiled between attention calls and the fused GEGLU: several variants
 # below build it and differ only in how they run it.
 REGIONAL_RECIPE = functools.partial(mosaic_bert, glu=True, compile_regions=True, fused_geglu=True)
+# The recipe YAML's model settings since session 13 (the compiled encoder and the Triton dropout mask).
+ENCODER_RECIPE = functools.partial(REGIONAL_RECIPE, compile_encoder=True, triton_hidden_dropout=True)
 
 VARIANTS = {
     # name: (builder, GLU FLOPs?, torch.compile?)
@@ -159,19 +161,16 @@ VARIANTS = {
     # triton_hidden_dropout): with the recipe's GEGLU only the attention output's dropout changes; without
     # GLU the MLP's too.
     "Mosaic BERT (full recipe) + encoder compile + fused GEGLU, Triton hidden dropout": (
-        functools.partial(REGIONAL_RECIPE, compile_encoder=True, triton_hidden_dropout=True), True, False),
+        ENCODER_RECIPE, True, False),
     # The recipe as it now is, under two Inductor settings (INDUCTOR_OPTIONS) that change the generated
     # reductions: the LayerNorm and bias gradients' column sums (~1.2 ms of the step in session 12's profile,
     # 4 aten::sum finishing passes and their memsets per layer).
     ("Mosaic BERT (full recipe) + encoder compile + fused GEGLU, Triton hidden dropout, "
-     "Inductor coordinate descent"): (
-        functools.partial(REGIONAL_RECIPE, compile_encoder=True, triton_hidden_dropout=True), True, False),
+     "Inductor coordinate descent"): (ENCODER_RECIPE, True, False),
     ("Mosaic BERT (full recipe) + encoder compile + fused GEGLU, Triton hidden dropout, "
-     "no split reductions"): (
-        functools.partial(REGIONAL_RECIPE, compile_encoder=True, triton_hidden_dropout=True), True, False),
+     "no split reductions"): (ENCODER_RECIPE, True, False),
     "Mosaic BERT (full recipe) + encoder compile + fused GEGLU + CUDA graphs, Triton hidden dropout": (
-        functools.partial(REGIONAL_RECIPE, compile_encoder=True, cuda_graphs=True, triton_hidden_dropout=True),
-        True, False),
+        functools.partial(ENCODER_RECIPE, cuda_graphs=True), True, False),
     "Mosaic BERT no GLU + encoder compile, Triton hidden dropout": (
         lambda: mosaic_bert(glu=False, compile_regions=True, compile_encoder=True, triton_hidden_dropout=True),
         False, False),

@@ -47,20 +47,19 @@ def _keep_mask_kernel(SEED, KEEP, n_elements, threshold, BLOCK: tl.constexpr):
 
 
 @torch.library.custom_op(f"{_NAMESPACE}::dropout_keep_mask", mutates_args=())
-def _keep_mask(like: torch.Tensor, p: float) -> torch.Tensor:
-    """A bool tensor shaped as `like`: true where dropout at rate p keeps the value."""
+def _keep_mask(like: torch.Tensor, threshold: int) -> torch.Tensor:
+    """A bool tensor shaped as `like`: true where a value's 16 random bits are at least `threshold`."""
     keep = torch.empty(like.shape, dtype=torch.bool, device=like.device)
     n_elements = keep.numel()
     if n_elements:
         seed = torch.randint(0, 2**31 - 1, (1,), dtype=torch.int64, device=like.device)
-        threshold, _ = _dropout_threshold_and_scale(p)
         grid = (triton.cdiv(n_elements, 8 * BLOCK),)
         _keep_mask_kernel[grid](seed, keep, n_elements, threshold, BLOCK=BLOCK)
     return keep
 
 
 @_keep_mask.register_fake
-def _(like: torch.Tensor, p: float) -> torch.Tensor:
+def _(like: torch.Tensor, threshold: int) -> torch.Tensor:
     return torch.empty(like.shape, dtype=torch.bool, device=like.device)
 
 
@@ -74,4 +73,4 @@ def hidden_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     threshold, scale = _dropout_threshold_and_scale(p)
     if threshold >= 65536:
         return torch.zeros_like(x)
-    return torch.where(_keep_mask(x, float(p)), x * scale, 0.0)
+    return torch.where(_keep_mask(x, threshold), x * scale, 0.0)
