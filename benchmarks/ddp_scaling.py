@@ -1,7 +1,7 @@
 """Data-parallel scaling of the Mosaic BERT recipe's training step without Composer: one GPU vs several.
 
-A raw loop (the recipe's model and switches as in benchmarks/throughput.py, bf16 autocast, fused AdamW,
-batch 256 x 128 per GPU, full-length batches, the collator's host-side counts) wrapped in
+A raw loop (the recipe YAML's model settings: throughput.py's ENCODER_RECIPE with CUDA graphs; bf16 autocast,
+fused AdamW, batch 256 x 128 per GPU, full-length batches, the collator's host-side counts) wrapped in
 torch.nn.parallel.DistributedDataParallel. Run it once per world size; the JSON lines it appends to
 `--out` (one per run) are compared by world size. Composer's own 2-GPU figure
 (`benchmarks/pretraining.py speed`) minus this one is what Composer adds; this one minus perfect scaling
@@ -10,6 +10,7 @@ is what the gradient all-reduce costs.
     torchrun --nproc_per_node 1 benchmarks/ddp_scaling.py
     torchrun --nproc_per_node 2 benchmarks/ddp_scaling.py [--bf16_gradients] [--profile]
 
+--no_cuda_graphs runs the compiled encoder without replaying CUDA graphs (the recipe before session 12);
 --bf16_gradients all-reduces the gradients in bf16 (DDP's bf16_compress_hook: half the bytes);
 --profile adds the GPU time per kernel category of rank 0 (communication included) over 5 steps.
 """
@@ -38,6 +39,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--bf16_gradients", action="store_true")
+    parser.add_argument("--no_cuda_graphs", action="store_true")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results" / "ddp_scaling.jsonl"))
     args = parser.parse_args()
@@ -46,7 +48,7 @@ def main() -> None:
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)))
     torch.manual_seed(0)
-    model = throughput.mosaic_bert(glu=True, compile_regions=True, compile_encoder=True, fused_geglu=True)
+    model = throughput.ENCODER_RECIPE(cuda_graphs=not args.no_cuda_graphs)
     model = model.cuda().train()
     ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[torch.cuda.current_device()],
                                                     gradient_as_bucket_view=True)
@@ -77,7 +79,8 @@ def main() -> None:
     slowest = torch.tensor([elapsed], device="cuda")
     dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
     per_gpu = args.batch_size * args.steps / slowest.item()
-    result = dict(gpus=world, bf16_gradients=args.bf16_gradients, samples_per_s=per_gpu * world,
+    result = dict(gpus=world, bf16_gradients=args.bf16_gradients, cuda_graphs=not args.no_cuda_graphs,
+                  samples_per_s=per_gpu * world,
                   samples_per_s_per_gpu=per_gpu, step_ms=slowest.item() / args.steps * 1000,
                   mfu=throughput.train_flops(batches[0], True) * args.steps / slowest.item() / 1e12
                   / throughput.PEAK_TFLOPS, gpu=torch.cuda.get_device_name(), torch=torch.__version__)

@@ -64,7 +64,9 @@
 #   bash benchmarks/h200_session.sh session13_tta  # Mosaic's time to accuracy without / with that dropout
 #   bash benchmarks/h200_session.sh session13_hf   # HF's time to accuracy; Composer speed of the recipe
 #   bash benchmarks/h200_session.sh session13_seed # the Mosaic / HF pair again with seed 23
-#   DATA=.gpu_data_v2 SEED=17 bash benchmarks/h200_session.sh tta_pair  # (next) that pair, any data and seed
+#   DATA=.gpu_data_v2 SEED=17 bash benchmarks/h200_session.sh tta_pair  # that pair, any data and seed
+#   DATA=.gpu_data_v2 bash benchmarks/h200_session.sh session14_tta  # tta_pair, then Mosaic with bf16 hidden
+#                                              #   states (session 14)
 #   bash benchmarks/h200_session.sh inductor_reductions  # (next) the recipe under two Inductor settings
 #   bash benchmarks/h200_session.sh graphs_tta # time to accuracy with cuda_graphs; the probe (session 12)
 #   bash benchmarks/h200_session.sh session12c # time-to-accuracy controls: recipe as is, bf16 hidden states
@@ -95,6 +97,9 @@ if ! python3 -c "import composer, streaming, omegaconf" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$wheels"/*.whl \
     || { echo "installing the wheels from $wheels failed"; exit 1; }
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+  # A wheel missing from the folder shows here, not minutes later in every step's log.
+  python3 -c "import composer, streaming, omegaconf" \
+    || { echo "composer does not import with the wheels from $wheels: fetch the missing one (docs/NOTES.md)"; exit 1; }
 fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c "import torch, triton, transformers, composer; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__, 'composer', composer.__version__)"
@@ -136,6 +141,13 @@ tta_hf_1gpu() {  # tta_hf_1gpu NAME OUT_JSON OVERRIDES...: HF BERT's time to acc
   local name=$1 out=$2 budget=${BUDGET_S:-100}; shift 2
   step 0 $((budget + 160)) "$name" python3 benchmarks/pretraining.py accuracy --model hf_bert --compile \
     --budget_s "$budget" --data "$data" --out "$out" train_metrics=false "$@"
+}
+tta_pair_runs() {  # Mosaic's, then HF's time to accuracy on DATA with seed SEED (default 17), 100 s each;
+  # sets tag (data folder and seed), which names the results
+  tag="$(basename "$data" | tr -d .)_seed${SEED:-17}"
+  BUDGET_S=100 tta_mosaic_1gpu "tta_pair_mosaic_$tag" "benchmarks/results/tta_pair_mosaic_bert_$tag.json" \
+    "seed=${SEED:-17}"
+  tta_hf_1gpu "tta_pair_hf_$tag" "benchmarks/results/tta_pair_hf_bert_$tag.json" "seed=${SEED:-17}"
 }
 
 case $stage in
@@ -460,15 +472,20 @@ inductor_reductions)
     --out benchmarks/results/throughput_inductor_reductions
   ;;
 tta_pair)
-  # (next) Mosaic's and HF's time to accuracy, 100 s of training each, the recipe as it is, seed SEED
-  # (default 17), in one call (~400 s with start-up). With DATA=.gpu_data_v2 (5,000 validation documents,
-  # docs/NOTES.md) each evaluation reads 19 batches instead of 3, which steadies the crossing of Mosaic's
-  # curve with HF's last accuracy (3-batch noise moved it ~6 s in session 13). Results are named by the
-  # data folder and the seed; report them with `pretraining.py report --tta_prefix tta_pair_`.
-  tag="$(basename "$data" | tr -d .)_seed${SEED:-17}"
-  BUDGET_S=100 tta_mosaic_1gpu "tta_pair_mosaic_$tag" "benchmarks/results/tta_pair_mosaic_bert_$tag.json" \
-    "seed=${SEED:-17}"
-  tta_hf_1gpu "tta_pair_hf_$tag" "benchmarks/results/tta_pair_hf_bert_$tag.json" "seed=${SEED:-17}"
+  # Mosaic's and HF's time to accuracy, 100 s of training each, the recipe as it is, seed SEED (default 17),
+  # in one call (~400 s with start-up). With DATA=.gpu_data_v2 (5,000 validation documents, docs/NOTES.md)
+  # each evaluation reads 19 batches instead of 3, which steadies the crossing of Mosaic's curve with HF's
+  # last accuracy (3-batch noise moved it ~6 s in session 13). Results are named by the data folder and
+  # the seed; report them with `pretraining.py report --tta_prefix tta_pair_`.
+  tta_pair_runs
+  ;;
+session14_tta)
+  # Session 14: tta_pair, then Mosaic with bf16 hidden states between layers (low_precision_hidden_states,
+  # +3.9% in session 11's step) on the same data and seed, to decide that switch on learning.
+  tta_pair_runs
+  BUDGET_S=100 tta_mosaic_1gpu "tta_pair_mosaic_bf16_hidden_$tag" \
+    "benchmarks/results/tta_pair_mosaic_bert_bf16_hidden_$tag.json" "seed=${SEED:-17}" \
+    model.model_config.low_precision_hidden_states=true
   ;;
 session13_tta)
   # Session 13, second call: Mosaic's time to accuracy as the recipe is and with triton_hidden_dropout
