@@ -1,6 +1,6 @@
 """Data-parallel scaling of the Mosaic BERT recipe's training step without Composer: one GPU vs several.
 
-A raw loop (the recipe YAML's model settings: throughput.py's ENCODER_RECIPE with CUDA graphs; bf16 autocast,
+A raw loop (the recipe YAML's model settings: throughput.py's YAML_RECIPE with CUDA graphs; bf16 autocast,
 fused AdamW, batch 256 x 128 per GPU, full-length batches, the collator's host-side counts) wrapped in
 torch.nn.parallel.DistributedDataParallel. Run it once per world size; the JSON lines it appends to
 `--out` (one per run) are compared by world size. Composer's own 2-GPU figure
@@ -48,7 +48,7 @@ def main() -> None:
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)))
     torch.manual_seed(0)
-    model = throughput.ENCODER_RECIPE(cuda_graphs=not args.no_cuda_graphs)
+    model = throughput.YAML_RECIPE(cuda_graphs=not args.no_cuda_graphs)
     model = model.cuda().train()
     ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[torch.cuda.current_device()],
                                                     gradient_as_bucket_view=True)

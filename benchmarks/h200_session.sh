@@ -65,8 +65,9 @@
 #   bash benchmarks/h200_session.sh session13_hf   # HF's time to accuracy; Composer speed of the recipe
 #   bash benchmarks/h200_session.sh session13_seed # the Mosaic / HF pair again with seed 23
 #   DATA=.gpu_data_v2 SEED=17 bash benchmarks/h200_session.sh tta_pair  # that pair, any data and seed
-#   DATA=.gpu_data_v2 bash benchmarks/h200_session.sh session14_tta  # tta_pair, then Mosaic with bf16 hidden
-#                                              #   states (session 14)
+#   DATA=.gpu_data_v2 bash benchmarks/h200_session.sh session14_tta  # tta_pair, seed 17 (session 14)
+#   DATA=.gpu_data_v2 bash benchmarks/h200_session.sh bf16_hidden  # Mosaic with bf16 hidden states: time to
+#                                              #   accuracy, then the step A/B (session 14)
 #   bash benchmarks/h200_session.sh inductor_reductions  # (next) the recipe under two Inductor settings
 #   bash benchmarks/h200_session.sh graphs_tta # time to accuracy with cuda_graphs; the probe (session 12)
 #   bash benchmarks/h200_session.sh session12c # time-to-accuracy controls: recipe as is, bf16 hidden states
@@ -466,7 +467,7 @@ inductor_reductions)
   # (next) The recipe's step under two Inductor settings for its generated reductions (coordinate-descent
   # tuning of block sizes; no split reductions), interleaved twice with the recipe as it is, full length.
   # A setting that wins by more than the repeats' spread goes into the model config next.
-  recipe="Mosaic BERT (full recipe) + encoder compile + fused GEGLU, Triton hidden dropout"
+  recipe="Mosaic BERT (full recipe) + encoder compile + fused GEGLU, Triton hidden dropout, bf16 hidden states"
   step 0 480 throughput_inductor_reductions python3 benchmarks/throughput.py --paddings 0.0 --repeats 2 \
     --variants "$recipe" "$recipe, Inductor coordinate descent" "$recipe, no split reductions" \
     --out benchmarks/results/throughput_inductor_reductions
@@ -480,12 +481,21 @@ tta_pair)
   tta_pair_runs
   ;;
 session14_tta)
-  # Session 14: tta_pair, then Mosaic with bf16 hidden states between layers (low_precision_hidden_states,
-  # +3.9% in session 11's step) on the same data and seed, to decide that switch on learning.
+  # Session 14's first call: tta_pair on DATA=.gpu_data_v2, seed 17 (it also held a third run, cut off by
+  # the call's limit: the pair took ~450 s; that run is stage bf16_hidden).
   tta_pair_runs
+  ;;
+bf16_hidden)
+  # Session 14, after session14_tta's pair (same data and seed, SEED default 17): Mosaic's time to
+  # accuracy with bf16 hidden states between layers, then the recipe's step without and with them,
+  # interleaved twice, full length.
+  tag="$(basename "$data" | tr -d .)_seed${SEED:-17}"
   BUDGET_S=100 tta_mosaic_1gpu "tta_pair_mosaic_bf16_hidden_$tag" \
     "benchmarks/results/tta_pair_mosaic_bert_bf16_hidden_$tag.json" "seed=${SEED:-17}" \
     model.model_config.low_precision_hidden_states=true
+  recipe="Mosaic BERT (full recipe) + encoder compile + fused GEGLU, Triton hidden dropout"
+  step 0 200 throughput_bf16_hidden python3 benchmarks/throughput.py --paddings 0.0 --repeats 2 \
+    --variants "$recipe" "$recipe, bf16 hidden states" --out benchmarks/results/session14_throughput_bf16_hidden
   ;;
 session13_tta)
   # Session 13, second call: Mosaic's time to accuracy as the recipe is and with triton_hidden_dropout

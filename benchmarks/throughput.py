@@ -123,8 +123,11 @@ def mosaic_bert(glu: bool, backend: str = "auto", fused_layernorm: bool = True, 
 # The recipe with each layer compiled between attention calls and the fused GEGLU: several variants
 # below build it and differ only in how they run it.
 REGIONAL_RECIPE = functools.partial(mosaic_bert, glu=True, compile_regions=True, fused_geglu=True)
-# The recipe YAML's model settings since session 13 (the compiled encoder and the Triton dropout mask).
+# The recipe YAML's model settings of session 13 (the compiled encoder and the Triton dropout mask), and
+# since session 14 (bf16 hidden states too). The YAML's cuda_graphs is a variant of its own here: it buys
+# host time, which the steps below, queued back to back, do not show.
 ENCODER_RECIPE = functools.partial(REGIONAL_RECIPE, compile_encoder=True, triton_hidden_dropout=True)
+YAML_RECIPE = functools.partial(ENCODER_RECIPE, low_precision_hidden_states=True)
 
 VARIANTS = {
     # name: (builder, GLU FLOPs?, torch.compile?)
@@ -165,15 +168,21 @@ VARIANTS = {
     # The recipe as it now is, under two Inductor settings (INDUCTOR_OPTIONS) that change the generated
     # reductions: the LayerNorm and bias gradients' column sums (~1.2 ms of the step in session 12's profile,
     # 4 aten::sum finishing passes and their memsets per layer).
-    ("Mosaic BERT (full recipe) + encoder compile + fused GEGLU, Triton hidden dropout, "
-     "Inductor coordinate descent"): (ENCODER_RECIPE, True, False),
-    ("Mosaic BERT (full recipe) + encoder compile + fused GEGLU, Triton hidden dropout, "
-     "no split reductions"): (ENCODER_RECIPE, True, False),
+    ("Mosaic BERT (full recipe) + encoder compile + fused GEGLU, Triton hidden dropout, bf16 hidden states, "
+     "Inductor coordinate descent"): (YAML_RECIPE, True, False),
+    ("Mosaic BERT (full recipe) + encoder compile + fused GEGLU, Triton hidden dropout, bf16 hidden states, "
+     "no split reductions"): (YAML_RECIPE, True, False),
     "Mosaic BERT (full recipe) + encoder compile + fused GEGLU + CUDA graphs, Triton hidden dropout": (
         functools.partial(ENCODER_RECIPE, cuda_graphs=True), True, False),
+    # That with bf16 hidden states between the layers: the recipe YAML's model since session 14.
+    "Mosaic BERT (full recipe) + encoder compile + fused GEGLU, Triton hidden dropout, bf16 hidden states": (
+        YAML_RECIPE, True, False),
     "Mosaic BERT no GLU + encoder compile, Triton hidden dropout": (
         lambda: mosaic_bert(glu=False, compile_regions=True, compile_encoder=True, triton_hidden_dropout=True),
         False, False),
+    "Mosaic BERT no GLU + encoder compile, Triton hidden dropout, bf16 hidden states": (
+        lambda: mosaic_bert(glu=False, compile_regions=True, compile_encoder=True, triton_hidden_dropout=True,
+                            low_precision_hidden_states=True), False, False),
     "Mosaic BERT (full recipe) + encoder compile": (
         lambda: mosaic_bert(glu=True, compile_regions=True, compile_encoder=True), True, False),
     "Mosaic BERT no GLU": (lambda: mosaic_bert(glu=False), False, False),
