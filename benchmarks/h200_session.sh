@@ -32,7 +32,8 @@
 #                                              #   encoder; fused GEGLU or Inductor's inside that graph
 #   bash benchmarks/h200_session.sh tta_hf     # HF BERT's time to accuracy alone (pair it with tta_encoder)
 #   bash benchmarks/h200_session.sh scaling_encoder  # nvidia-h200-x2: Composer and raw DDP on 1 and 2 GPUs
-#                                              #   with the compiled encoder
+#                                              #   with the recipe as the YAML has it
+#   bash benchmarks/h200_session.sh recipe_now # the issue's table rows and Composer's speed, recipe as it is
 #   bash benchmarks/h200_session.sh probe8     # session 8: the compiled encoder's step with Inductor's C++
 #                                              #   wrapper (host launch cost) beside the default, and
 #                                              #   Composer speed with it
@@ -474,10 +475,11 @@ inductor_reductions)
   ;;
 tta_pair)
   # Mosaic's and HF's time to accuracy, 100 s of training each, the recipe as it is, seed SEED (default 17),
-  # in one call (~400 s with start-up). With DATA=.gpu_data_v2 (5,000 validation documents, docs/NOTES.md)
-  # each evaluation reads 19 batches instead of 3, which steadies the crossing of Mosaic's curve with HF's
-  # last accuracy (3-batch noise moved it ~6 s in session 13). Results are named by the data folder and
-  # the seed; report them with `pretraining.py report --tta_prefix tta_pair_`.
+  # in one call (~450 s of steps, plus start-up). With DATA=.gpu_data_v2 (5,000 validation documents,
+  # docs/NOTES.md) each evaluation reads 19 batches instead of 3, which steadies the crossing of Mosaic's
+  # curve with HF's last accuracy (3-batch noise moved it ~6 s in session 13; 19 batches: the seeds agree
+  # within ~0.002, session 14). Results are named by the data folder and the seed; report them with
+  # `pretraining.py report --tta_prefix tta_pair_`.
   tta_pair_runs
   ;;
 session14_tta)
@@ -660,17 +662,30 @@ tta_hf)
     train_metrics=false
   ;;
 scaling_encoder)
-  # Two GPUs (nvidia-h200-x2) with the recipe as it is now (compiled encoder, fused optimizer): Composer on
-  # one GPU, then on two, then the raw DDP loop on one and two.
-  step 0 200 pretraining_speed_encoder_1gpu_x2host $launcher -n 1 benchmarks/pretraining.py speed \
+  # Two GPUs (nvidia-h200-x2) with the recipe as the YAML has it (compiled encoder, CUDA graphs, Triton
+  # dropout, bf16 hidden states, fused optimizer): Composer on one GPU, then on two, then the raw DDP loop
+  # on one and two (its own results file: ddp_scaling.jsonl holds session 5's). Limits add to 540 s.
+  step 0 170 pretraining_speed_encoder_1gpu_x2host $launcher -n 1 benchmarks/pretraining.py speed \
     --model mosaic_bert --data "$data" --steps 150 --raw_steps 40 --loader_batches 60 \
     --out benchmarks/results/pretraining_speed_encoder_1gpu_x2host.json
-  step 0,1 200 pretraining_speed_encoder_2gpu_x2host $launcher -n 2 benchmarks/pretraining.py speed \
+  step 0,1 170 pretraining_speed_encoder_2gpu_x2host $launcher -n 2 benchmarks/pretraining.py speed \
     --composer_only --model mosaic_bert --data "$data" --steps 150 \
     --out benchmarks/results/pretraining_speed_encoder_2gpu_x2host.json
-  rm -f benchmarks/results/ddp_scaling.jsonl
-  step 0 120 ddp_1gpu python3 -m torch.distributed.run --nproc_per_node 1 benchmarks/ddp_scaling.py
-  step 0,1 120 ddp_2gpu python3 -m torch.distributed.run --nproc_per_node 2 benchmarks/ddp_scaling.py
+  rm -f benchmarks/results/ddp_scaling_recipe.jsonl
+  for gpus in 1 2; do
+    step "$(seq -s, 0 $((gpus - 1)))" 100 "ddp_${gpus}gpu" python3 -m torch.distributed.run \
+      --nproc_per_node "$gpus" benchmarks/ddp_scaling.py --out benchmarks/results/ddp_scaling_recipe.jsonl
+  done
+  ;;
+recipe_now)
+  # One H200: the issue's table rows with the recipe as the YAML has it (both paddings), then Composer's
+  # speed of the recipe (end to end against the raw loop, and the dataloader alone).
+  step 0 330 throughput_recipe_now python3 benchmarks/throughput.py --paddings 0.0 0.3 --variants \
+    "HF BERT SDPA + compile" \
+    "Mosaic BERT (full recipe) + encoder compile + fused GEGLU, Triton hidden dropout, bf16 hidden states" \
+    "Mosaic BERT no GLU + encoder compile, Triton hidden dropout, bf16 hidden states" \
+    --out benchmarks/results/throughput_recipe_now
+  SPEED_LIMIT_S=170 speed_1gpu 0 29501 pretraining_speed_recipe_now
   ;;
 optimizer)
   # Session 6: the recipes' decoupled_adamw is now torch's fused AdamW kernel (src/optimizers.py) instead of

@@ -40,8 +40,10 @@ SRC = Path(__file__).resolve().parent
 TRITON_FILES = ("flash_attn_triton.py", "fused_geglu.py", "fused_dropout.py")
 REMOTE_CODE_FILES = ("configuration_bert.py", "bert_layers.py", "bert_padding.py", "attention.py", *TRITON_FILES)
 # Training-speed switches of Mosaic BERT that an exported model starts without: compiling costs a minute
-# on first use and the fused kernel needs Triton; the model computes the same either way.
-EXPORT_OFF = ("compile_regions", "compile_encoder", "cuda_graphs", "fused_geglu", "triton_hidden_dropout")
+# on first use and the fused kernels need Triton; the model computes the same either way (bf16 hidden
+# states: up to rounding, and only under autocast; an exported model keeps its residual stream float32).
+EXPORT_OFF = ("compile_regions", "compile_encoder", "cuda_graphs", "fused_geglu", "triton_hidden_dropout",
+              "low_precision_hidden_states")
 AUTO_MAP = {
     "AutoConfig": "configuration_bert.BertConfig",
     "AutoModel": "bert_layers.BertModel",
