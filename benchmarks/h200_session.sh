@@ -91,6 +91,7 @@
 set -u
 stage=${1:?usage: h200_session.sh kernels|training}
 data=${DATA:-data}
+tta_tag="$(basename "$data" | tr -d .)_seed${SEED:-17}"  # names the time-to-accuracy pairs' results
 wheels=${WHEELS:-.whl}
 logs=${LOGS:-/tmp/h200_logs}
 mkdir -p "$logs" benchmarks/results
@@ -144,12 +145,10 @@ tta_hf_1gpu() {  # tta_hf_1gpu NAME OUT_JSON OVERRIDES...: HF BERT's time to acc
   step 0 $((budget + 160)) "$name" python3 benchmarks/pretraining.py accuracy --model hf_bert --compile \
     --budget_s "$budget" --data "$data" --out "$out" train_metrics=false "$@"
 }
-tta_pair_runs() {  # Mosaic's, then HF's time to accuracy on DATA with seed SEED (default 17), 100 s each;
-  # sets tag (data folder and seed), which names the results
-  tag="$(basename "$data" | tr -d .)_seed${SEED:-17}"
-  BUDGET_S=100 tta_mosaic_1gpu "tta_pair_mosaic_$tag" "benchmarks/results/tta_pair_mosaic_bert_$tag.json" \
-    "seed=${SEED:-17}"
-  tta_hf_1gpu "tta_pair_hf_$tag" "benchmarks/results/tta_pair_hf_bert_$tag.json" "seed=${SEED:-17}"
+tta_pair_runs() {  # Mosaic's, then HF's time to accuracy on DATA with seed SEED (default 17), 100 s each
+  BUDGET_S=100 tta_mosaic_1gpu "tta_pair_mosaic_$tta_tag" \
+    "benchmarks/results/tta_pair_mosaic_bert_$tta_tag.json" "seed=${SEED:-17}"
+  tta_hf_1gpu "tta_pair_hf_$tta_tag" "benchmarks/results/tta_pair_hf_bert_$tta_tag.json" "seed=${SEED:-17}"
 }
 
 case $stage in
@@ -473,27 +472,23 @@ inductor_reductions)
     --variants "$recipe" "$recipe, Inductor coordinate descent" "$recipe, no split reductions" \
     --out benchmarks/results/throughput_inductor_reductions
   ;;
-tta_pair)
+tta_pair|session14_tta)
   # Mosaic's and HF's time to accuracy, 100 s of training each, the recipe as it is, seed SEED (default 17),
   # in one call (~450 s of steps, plus start-up). With DATA=.gpu_data_v2 (5,000 validation documents,
   # docs/NOTES.md) each evaluation reads 19 batches instead of 3, which steadies the crossing of Mosaic's
   # curve with HF's last accuracy (3-batch noise moved it ~6 s in session 13; 19 batches: the seeds agree
   # within ~0.002, session 14). Results are named by the data folder and the seed; report them with
   # `pretraining.py report --tta_prefix tta_pair_`.
-  tta_pair_runs
-  ;;
-session14_tta)
-  # Session 14's first call: tta_pair on DATA=.gpu_data_v2, seed 17 (it also held a third run, cut off by
-  # the call's limit: the pair took ~450 s; that run is stage bf16_hidden).
+  # session14_tta was session 14's first call, this pair with seed 17 (its third run, cut off by the
+  # call's limit, became stage bf16_hidden).
   tta_pair_runs
   ;;
 bf16_hidden)
   # Session 14, after session14_tta's pair (same data and seed, SEED default 17): Mosaic's time to
   # accuracy with bf16 hidden states between layers, then the recipe's step without and with them,
   # interleaved twice, full length.
-  tag="$(basename "$data" | tr -d .)_seed${SEED:-17}"
-  BUDGET_S=100 tta_mosaic_1gpu "tta_pair_mosaic_bf16_hidden_$tag" \
-    "benchmarks/results/tta_pair_mosaic_bert_bf16_hidden_$tag.json" "seed=${SEED:-17}" \
+  BUDGET_S=100 tta_mosaic_1gpu "tta_pair_mosaic_bf16_hidden_$tta_tag" \
+    "benchmarks/results/tta_pair_mosaic_bert_bf16_hidden_$tta_tag.json" "seed=${SEED:-17}" \
     model.model_config.low_precision_hidden_states=true
   recipe="Mosaic BERT (full recipe) + encoder compile + fused GEGLU, Triton hidden dropout"
   step 0 200 throughput_bf16_hidden python3 benchmarks/throughput.py --paddings 0.0 --repeats 2 \
