@@ -8,11 +8,13 @@ torch.nn.parallel.DistributedDataParallel. Run it once per world size; the JSON 
 is what the gradient all-reduce costs.
 
     torchrun --nproc_per_node 1 benchmarks/ddp_scaling.py
-    torchrun --nproc_per_node 2 benchmarks/ddp_scaling.py [--bf16_gradients] [--profile]
+    torchrun --nproc_per_node 2 benchmarks/ddp_scaling.py [--bf16_gradients] [--profile] [--padding 0.3]
 
 --no_cuda_graphs runs the compiled encoder without replaying CUDA graphs (the recipe before session 12);
 --bf16_gradients all-reduces the gradients in bf16 (DDP's bf16_compress_hook: half the bytes);
---profile adds the GPU time per kernel category of rank 0 (communication included) over 5 steps.
+--profile adds the GPU time per kernel category of rank 0 (communication included) over 5 steps;
+--padding 0.3 gives the batches throughput.py's padded mix (unpadded, the step gets shorter while the
+all-reduce keeps its size: the case of real data, whose documents are shorter than max_seq_len).
 """
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ def main() -> None:
     parser.add_argument("--bf16_gradients", action="store_true")
     parser.add_argument("--no_cuda_graphs", action="store_true")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--padding", type=float, default=0.0, help="fraction of padding tokens per batch")
     parser.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results" / "ddp_scaling.jsonl"))
     args = parser.parse_args()
 
@@ -58,7 +61,7 @@ def main() -> None:
         ddp.register_comm_hook(None, bf16_compress_hook)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     generator = torch.Generator().manual_seed(1 + rank)
-    batches = [throughput.make_batch(args.batch_size, args.seqlen, 0.0, generator) for _ in range(4)]
+    batches = [throughput.make_batch(args.batch_size, args.seqlen, args.padding, generator) for _ in range(4)]
 
     def step(batch):
         with torch.autocast("cuda", dtype=torch.bfloat16):
@@ -80,7 +83,7 @@ def main() -> None:
     dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
     per_gpu = args.batch_size * args.steps / slowest.item()
     result = dict(gpus=world, bf16_gradients=args.bf16_gradients, cuda_graphs=not args.no_cuda_graphs,
-                  samples_per_s=per_gpu * world,
+                  padding=args.padding, samples_per_s=per_gpu * world,
                   samples_per_s_per_gpu=per_gpu, step_ms=slowest.item() / args.steps * 1000,
                   mfu=throughput.train_flops(batches[0], True) * args.steps / slowest.item() / 1e12
                   / throughput.PEAK_TFLOPS, gpu=torch.cuda.get_device_name(), torch=torch.__version__)

@@ -34,6 +34,8 @@
 #   bash benchmarks/h200_session.sh scaling_encoder  # nvidia-h200-x2: Composer and raw DDP on 1 and 2 GPUs
 #                                              #   with the recipe as the YAML has it
 #   bash benchmarks/h200_session.sh recipe_now # the table rows and Composer's speed, recipe as it is
+#   bash benchmarks/h200_session.sh scaling_diagnosis  # (x2) raw DDP on the padded mix; profiles on 1 and 2 GPUs
+#   TAG=x OVERRIDES="k=v ..." bash benchmarks/h200_session.sh composer_2gpu  # (x2) Composer on 2 GPUs, overridden
 #   bash benchmarks/h200_session.sh probe8     # session 8: the compiled encoder's step with Inductor's C++
 #                                              #   wrapper (host launch cost) beside the default, and
 #                                              #   Composer speed with it
@@ -671,6 +673,26 @@ scaling_encoder)
     step "$(seq -s, 0 $((gpus - 1)))" 100 "ddp_${gpus}gpu" python3 -m torch.distributed.run \
       --nproc_per_node "$gpus" benchmarks/ddp_scaling.py --out benchmarks/results/ddp_scaling_recipe.jsonl
   done
+  ;;
+scaling_diagnosis)
+  # Session 15, second two-GPU call, after scaling_encoder (raw DDP 1.89x on full-length batches, Composer
+  # 1.76x on the corpus, whose samples average 94 real tokens): raw DDP on the 30%-padding mix (shorter
+  # steps, the same all-reduce) on one and two GPUs, then both full-length with the profile (NCCL's share
+  # and what the compute kernels lose beside it). Appends to ddp_scaling_recipe.jsonl. Limits add to 440 s.
+  for run in "1 0.3" "2 0.3" "1 0.0 --profile" "2 0.0 --profile"; do
+    set -- $run
+    step "$(seq -s, 0 $(($1 - 1)))" 110 "ddp_${1}gpu_padding$2${3:+_profile}" python3 -m torch.distributed.run \
+      --nproc_per_node "$1" benchmarks/ddp_scaling.py --padding "$2" ${3:-} \
+      --out benchmarks/results/ddp_scaling_recipe.jsonl
+  done
+  ;;
+composer_2gpu)
+  # Session 15: Composer's speed on two GPUs with the overrides in OVERRIDES (e.g.
+  # "train_loader.num_workers=12"), named by TAG; compare with scaling_encoder's 2-GPU run (11,098
+  # samples/s on its host, 1.76x its one-GPU run). One run, ~140 s.
+  step 0,1 170 "pretraining_speed_encoder_2gpu_${TAG:?}" $launcher -n 2 benchmarks/pretraining.py speed \
+    --composer_only --model mosaic_bert --data "$data" --steps 150 \
+    --out "benchmarks/results/pretraining_speed_encoder_2gpu_${TAG}.json" ${OVERRIDES:-}
   ;;
 recipe_now)
   # One H200: the table rows with the recipe as the YAML has it (both paddings), then Composer's

@@ -384,12 +384,13 @@ def report(args) -> None:
                          f"| {fmt('dataloader_vs_composer', '.2f')} |")
         # A multi-GPU run is compared with the one-GPU run of the same name (..._2gpu_x with ..._1gpu_x).
         for name, r in speeds.items():
-            base = speeds.get(name.replace(f"_{r['gpus']}gpu", "_1gpu"))
+            base_name = name.replace(f"_{r['gpus']}gpu", "_1gpu")
+            base = speeds.get(base_name)
             if r["gpus"] > 1 and base and base.get("speed_monitor_samples_per_s") and r.get("speed_monitor_samples_per_s"):
                 scaling = r["speed_monitor_samples_per_s"] / base["speed_monitor_samples_per_s"]
                 settings = f" ({' '.join(r['overrides'])})" if r.get("overrides") else ""
-                lines.append(f"\n{r['model']}{settings}: {r['gpus']} GPUs give {scaling:.2f}x the samples/s of one "
-                             f"({scaling / r['gpus']:.0%} scaling efficiency).")
+                lines.append(f"\n{name} vs {base_name}: {r['model']}{settings}, {r['gpus']} GPUs give "
+                             f"{scaling:.2f}x the samples/s of one ({scaling / r['gpus']:.0%} scaling efficiency).")
     runs = {p.stem: json.loads(p.read_text()) for p in sorted(results.glob(f"{args.tta_prefix}*.json"))}
     if runs:
         import matplotlib

@@ -64,6 +64,22 @@ def test_accuracy_speed_and_report_run_end_to_end(synthetic_data, tmp_path):
     assert (tmp_path / "time_to_accuracy.png").stat().st_size > 0
 
 
+def test_report_names_the_two_runs_each_scaling_figure_compares(tmp_path):
+    def speed_result(name, gpus, rate, overrides=()):
+        (tmp_path / f"{name}.json").write_text(json.dumps(dict(
+            model="mosaic_bert", gpus=gpus, overrides=list(overrides), speed_monitor_samples_per_s=rate)))
+
+    speed_result("pretraining_speed_a_1gpu", 1, 1000.0)
+    speed_result("pretraining_speed_a_2gpu", 2, 1800.0)
+    speed_result("pretraining_speed_b_2gpu", 2, 1700.0, ["train_loader.num_workers=12"])  # no 1-GPU run of its name
+    subprocess.run([sys.executable, SCRIPT, "report", "--results", str(tmp_path)], check=True)
+    report = (tmp_path / "pretraining.md").read_text()
+    assert ("pretraining_speed_a_2gpu vs pretraining_speed_a_1gpu: mosaic_bert, 2 GPUs give 1.80x the samples/s "
+            "of one (90% scaling efficiency).") in report
+    assert "| pretraining_speed_b_2gpu | 2 |  |  | 1,700 |" in report
+    assert report.count("GPUs give") == 1
+
+
 def test_gpu_idle_gaps_charges_each_idle_stretch_to_the_kernel_that_ends_it():
     # Two steps: "gemm" overlaps "copy" (no gap between them), then the GPU idles 5 us before "norm" and
     # 20 us before the next step's "gemm"; the first span of the profile ends no gap.
