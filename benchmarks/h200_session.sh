@@ -36,6 +36,8 @@
 #   bash benchmarks/h200_session.sh recipe_now # the table rows and Composer's speed, recipe as it is
 #   bash benchmarks/h200_session.sh scaling_diagnosis  # (x2) raw DDP on the padded mix; profiles on 1 and 2 GPUs
 #   TAG=x OVERRIDES="k=v ..." bash benchmarks/h200_session.sh composer_2gpu  # (x2) Composer on 2 GPUs, overridden
+#   bash benchmarks/h200_session.sh composer_scaling_profile  # (next, x2) Composer on 1 and 2 GPUs, profiled;
+#                                              #   2 GPUs with ddp_gradient_as_bucket_view
 #   bash benchmarks/h200_session.sh probe8     # session 8: the compiled encoder's step with Inductor's C++
 #                                              #   wrapper (host launch cost) beside the default, and
 #                                              #   Composer speed with it
@@ -693,6 +695,19 @@ composer_2gpu)
   step 0,1 170 "pretraining_speed_encoder_2gpu_${TAG:?}" $launcher -n 2 benchmarks/pretraining.py speed \
     --composer_only --model mosaic_bert --data "$data" --steps 150 \
     --out "benchmarks/results/pretraining_speed_encoder_2gpu_${TAG}.json" ${OVERRIDES:-}
+  ;;
+composer_scaling_profile)
+  # (next, x2) Composer on one GPU, then on two, each with 5 of its last batches profiled
+  # (`composer_profile` in the JSON: GPU ms by category, NCCL's included, and the GPU's idle stretches
+  # with the kernels it waited for) and the host waits named by their calling frames. Session 15:
+  # Composer 1.76x against raw DDP's 1.89-1.91x. Then two GPUs again with DDP's gradients as views of its
+  # buckets (ddp_gradient_as_bucket_view, as the raw DDP loop has them). Limits add to 510 s.
+  for run in "1 profiled" "2 profiled" "2 profiled_bucket_view ddp_gradient_as_bucket_view=true"; do
+    set -- $run
+    step "$(seq -s, 0 $(($1 - 1)))" 170 "pretraining_speed_$2_${1}gpu" $launcher -n "$1" \
+      benchmarks/pretraining.py speed --composer_only --profile_composer --model mosaic_bert --data "$data" \
+      --steps 150 --out "benchmarks/results/pretraining_speed_$2_${1}gpu.json" ${3:-}
+  done
   ;;
 recipe_now)
   # One H200: the table rows with the recipe as the YAML has it (both paddings), then Composer's

@@ -22,6 +22,7 @@ import json
 import statistics
 import sys
 import time
+import traceback
 import warnings
 from pathlib import Path
 from typing import Any
@@ -94,9 +95,19 @@ def to_device(batch: dict) -> dict:
     return {k: v.to(DEVICE, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
+def calling_frames(frames: list[traceback.FrameSummary], depth: int = 4) -> str:
+    """`dir/file.py:line < dir/file.py:line < ...`: the innermost `depth` frames (the warnings machinery's
+    own left out), each file by its last two path parts, so that torch's line that waited comes with the
+    code that called it."""
+    kept = [f for f in reversed(frames) if Path(f.filename).name != "warnings.py"][:depth]
+    return " < ".join(f"{'/'.join(Path(f.filename).parts[-2:])}:{f.lineno}" for f in kept)
+
+
 class HostWaitCounter(Callback):
     """Counts the times Composer's training loop makes the host wait for the GPU, over `window` batches
-    from batch `start` (torch's sync debug mode warns at each wait), with the source lines that wait.
+    from batch `start` (torch's sync debug mode warns at each wait), with the frames that led to each wait
+    (`where`: calling chain -> count; the line that waits is often torch's own, e.g. inside
+    `torch.cuda.synchronize`, so its callers are what names the culprit).
 
     A wait ends the host's lead over the GPU: the GPU then idles while the host queues the next kernels,
     and any host-side work (collating, copying the next batch) adds to the step instead of hiding behind it.
@@ -109,7 +120,8 @@ class HostWaitCounter(Callback):
         self.where: dict[str, int] = {}
         self.loader_ms: list[float] = []  # host ms in Composer's fetch of each batch (all batches)
         self._fetching = None
-        self._recording = self._caught = None
+        self._recording = None
+        self._waits: list[str] = []
 
     def before_dataloader(self, state, logger):
         self._fetching = time.perf_counter()
@@ -118,24 +130,75 @@ class HostWaitCounter(Callback):
         if self._fetching is not None:
             self.loader_ms.append((time.perf_counter() - self._fetching) * 1000)
 
+    def record(self, message, category, filename, lineno, file=None, line=None):
+        """`warnings.showwarning` while recording: it runs inside the call that warned, so the stack is the
+        waiting code's."""
+        if "synchroniz" in str(message):  # what torch's sync debug mode says at a host wait
+            self._waits.append(calling_frames(traceback.extract_stack()[:-1]))
+
+    def start_recording(self):
+        self._recording = warnings.catch_warnings()  # restores the filters and showwarning when done
+        self._recording.__enter__()
+        warnings.simplefilter("always")
+        warnings.showwarning = self.record
+
+    def stop_recording(self):
+        self._recording.__exit__(None, None, None)
+        self._recording = None
+        self.per_batch = len(self._waits) / self.window
+        for chain in self._waits:
+            self.where[chain] = self.where.get(chain, 0) + 1
+
     def batch_start(self, state, logger):
         if DEVICE != "cuda":
             return
         batch = int(state.timestamp.batch)
         if batch == self.start:
-            self._recording = warnings.catch_warnings(record=True)
-            self._caught = self._recording.__enter__()
-            warnings.simplefilter("always")
+            self.start_recording()
             torch.cuda.set_sync_debug_mode("warn")
         elif batch == self.start + self.window and self._recording is not None:
             torch.cuda.set_sync_debug_mode("default")
-            self._recording.__exit__(None, None, None)
-            self._recording = None
-            waits = throughput.host_waits(self._caught)
-            self.per_batch = len(waits) / self.window
-            for w in waits:
-                key = f"{Path(w.filename).name}:{w.lineno}"
-                self.where[key] = self.where.get(key, 0) + 1
+            self.stop_recording()
+
+
+class ComposerStepProfile(Callback):
+    """Where the GPU's time goes over `steps` of Composer's own batches from batch `start`: GPU ms per batch
+    by kernel category (NCCL's included) and the GPU's idle stretches, each charged to the kernel the GPU
+    then waited for (benchmarks/throughput.py's tables). torch.profiler records the GPU's activity only, so
+    the host runs about as fast as unprofiled; the profiled batches and the wait that ends the window do
+    slow the SpeedMonitor's windows around them, so `speed --profile_composer` puts them at the run's end."""
+
+    def __init__(self, start: int, steps: int = 5):
+        self.start, self.steps = start, steps
+        self.summary: dict[str, Any] | None = None
+        self._profiler = None
+        self._started = 0.0
+
+    def batch_start(self, state, logger):
+        if DEVICE != "cuda":
+            return
+        batch = int(state.timestamp.batch)
+        if batch == self.start:
+            from torch.profiler import ProfilerActivity, profile
+
+            self._profiler = profile(activities=[ProfilerActivity.CUDA])
+            self._profiler.__enter__()
+            self._started = time.perf_counter()
+        elif batch == self.start + self.steps and self._profiler is not None:
+            torch.cuda.synchronize()
+            wall_ms = (time.perf_counter() - self._started) * 1000 / self.steps
+            self._profiler.__exit__(None, None, None)
+            self.summary = dict(batches=[self.start, self.start + self.steps - 1], wall_ms_per_batch=round(wall_ms, 2))
+            try:  # the run and its speed figure stand without this
+                idle_ms, waited_for = throughput.gpu_idle_gaps(throughput.gpu_spans(self._profiler), self.steps)
+                by_category = throughput.gpu_ms_by_category(self._profiler, self.steps)
+                self.summary.update(
+                    gpu_idle_ms_per_batch=round(idle_ms, 2),
+                    gpu_ms_per_batch_by_category={k: round(v, 2) for k, v in by_category.items()},
+                    idle_waiting_for=[dict(kernel=k[:120], idle_ms=round(ms, 3), gaps=n) for k, ms, n in waited_for[:10]])
+            except Exception as error:  # noqa: BLE001 - a failed analysis must not end the measured run
+                self.summary["error"] = f"{type(error).__name__}: {error}"
+            self._profiler = None
 
 
 def raw_loop_rate(cfg, batches: list[dict], steps: int, live=None, diagnostics: dict | None = None,
@@ -248,11 +311,19 @@ def speed(args) -> None:
     counter = HostWaitCounter(start=min(30, args.steps // 2), window=5)
     builders.CALLBACKS["host_wait_counter"] = lambda: counter
     cfg.callbacks["host_wait_counter"] = {}
+    step_profile = None
+    if args.profile_composer:  # the run's last batches, after the SpeedMonitor's second half is mostly logged
+        step_profile = ComposerStepProfile(start=max(1, args.steps - 7), steps=5)
+        builders.CALLBACKS["composer_step_profile"] = lambda: step_profile
+        cfg.callbacks["composer_step_profile"] = {}
     started = time.perf_counter()
     pretraining.main(cfg)
     result["composer_wall_s"] = time.perf_counter() - started
     result["composer_host_waits_per_step"] = counter.per_batch
     result["composer_host_waits_where"] = counter.where
+    if step_profile is not None:
+        result["composer_profile"] = step_profile.summary
+        print(json.dumps({"rank": dist.get_global_rank(), "composer_profile": step_profile.summary}), flush=True)
     steady = counter.loader_ms[len(counter.loader_ms) // 2:]
     result["composer_ms_getting_batch"] = statistics.mean(steady) if steady else None
     if rank0:
@@ -448,6 +519,9 @@ def cli() -> None:
                    help="Composer's own Trainer instead of src/trainer.py's (its per-batch GPU waits included)")
     s.add_argument("--profile_live", action="store_true",
                    help="also profile 5 steps of the raw loop fed by the live dataloader (OUT.live_profile.txt)")
+    s.add_argument("--profile_composer", action="store_true",
+                   help="profile 5 of Composer's last batches (GPU time by category, idle stretches): "
+                        "`composer_profile` in OUT, each rank's printed")
     s.add_argument("--out", required=True)
     s.add_argument("override", nargs="*", help="key=value overrides of the recipe YAML")
     a = commands.add_parser("accuracy")

@@ -268,6 +268,7 @@ TRAINER_KEYS = {
     "compile_config": (dict, None),
     "step_schedulers_every_batch": (bool, None),
     "async_loss": ((bool, str), "auto"),  # src/trainer.py: read each batch's loss one batch late (GPUs: auto)
+    "ddp_gradient_as_bucket_view": (bool, False),  # src/trainer.py: DDP's gradients as views of its buckets
 }
 # Keys build_trainer reads besides TRAINER_KEYS and the sections (optimizer, scheduler, ...).
 TRAINING_KEYS = ("device_train_microbatch_size", "train_metrics", "frozen_parameters")

@@ -22,7 +22,9 @@ This subclass keeps Composer's loop (events, callbacks, evaluation, checkpoints)
   at the end of training, so no checkpoint is ever written from a batch whose loss went unchecked.
 
 It also lets a DataLoader's persistent workers leave at once when the program exits
-(`stop_workers_at_exit`).
+(`stop_workers_at_exit`), and, with `ddp_gradient_as_bucket_view`, builds the DistributedDataParallel
+wrapper with each gradient a view into its all-reduce bucket (Composer makes the wrapper itself, with no
+way to pass DDP's options).
 
 With `async_loss` no wait is left in a batch: the read of batch N's loss, after batch N+1 has been queued,
 keeps the host at most one batch ahead of the GPU, and the GPU always has work queued. Without it the
@@ -153,13 +155,41 @@ def _shut_down_workers(loader_ref: "weakref.ref[torch.utils.data.DataLoader]") -
         iterator._shutdown_workers()
 
 
-class Trainer(ComposerTrainer):
-    """`composer.Trainer` with the same arguments, plus `async_loss`: True, False or "auto" (on GPUs)."""
+@contextlib.contextmanager
+def ddp_gradients_in_buckets(enabled: bool):
+    """While Composer's Trainer is made: its DistributedDataParallel wrapper (several ranks) with
+    `gradient_as_bucket_view`, so that the backward writes each gradient into the bucket the all-reduce
+    sends, instead of DDP copying it there and back every step (and keeping a second copy of all
+    gradients). Composer's `prepare_ddp_module`, otherwise unchanged."""
+    if not enabled:
+        yield
+        return
+    import composer.trainer.trainer as composer_trainer
 
-    def __init__(self, *args: Any, async_loss: Union[bool, str] = "auto", **kwargs: Any):
+    def prepare_ddp_module(module: torch.nn.Module, find_unused_parameters: bool) -> torch.nn.Module:
+        if not any(p.requires_grad for p in module.parameters()):
+            return module
+        return DistributedDataParallel(module, find_unused_parameters=find_unused_parameters,
+                                       gradient_as_bucket_view=True)
+
+    original = composer_trainer.prepare_ddp_module
+    composer_trainer.prepare_ddp_module = prepare_ddp_module
+    try:
+        yield
+    finally:
+        composer_trainer.prepare_ddp_module = original
+
+
+class Trainer(ComposerTrainer):
+    """`composer.Trainer` with the same arguments, plus `async_loss`: True, False or "auto" (on GPUs), and
+    `ddp_gradient_as_bucket_view` (see `ddp_gradients_in_buckets`)."""
+
+    def __init__(self, *args: Any, async_loss: Union[bool, str] = "auto", ddp_gradient_as_bucket_view: bool = False,
+                 **kwargs: Any):
         if async_loss not in (True, False, "auto"):
             raise ValueError(f"async_loss must be true, false or auto, got {async_loss!r}")
-        super().__init__(*args, **kwargs)
+        with ddp_gradients_in_buckets(ddp_gradient_as_bucket_view):
+            super().__init__(*args, **kwargs)
         self.async_loss = isinstance(self.state.device, DeviceGPU) if async_loss == "auto" else async_loss
         self._losses_in_flight: Optional[LossesInFlight] = None
         if dist.get_world_size() > 1:

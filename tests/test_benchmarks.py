@@ -3,6 +3,7 @@ first place its commands run."""
 import json
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -48,12 +49,13 @@ def test_accuracy_speed_and_report_run_end_to_end(synthetic_data, tmp_path):
 
     speed_json = tmp_path / "pretraining_speed_mosaic_1gpu.json"
     subprocess.run([sys.executable, "-m", "composer.cli.launcher", "-n", "1", SCRIPT, "speed", "--model", "mosaic_bert", "--data", data, "--batch_size", "8",
-                    "--steps", "16", "--raw_steps", "2", "--loader_batches", "3", "--out", str(speed_json), *TINY],
+                    "--steps", "16", "--raw_steps", "2", "--loader_batches", "3", "--profile_composer", "--out", str(speed_json), *TINY],
                    cwd=tmp_path, check=True)
     speed = json.loads(speed_json.read_text())
     for key in ("dataloader_samples_per_s", "raw_loop_samples_per_s", "raw_loop_live_loader_samples_per_s",
                 "speed_monitor_samples_per_s"):
         assert speed[key] > 0, key
+    assert "composer_profile" in speed and speed["composer_profile"] is None  # its callback ran; it profiles GPUs only
     assert speed["composer_vs_raw"] == pytest.approx(speed["speed_monitor_samples_per_s"]
                                                      / speed["raw_loop_samples_per_s"])
 
@@ -78,6 +80,28 @@ def test_report_names_the_two_runs_each_scaling_figure_compares(tmp_path):
             "of one (90% scaling efficiency).") in report
     assert "| pretraining_speed_b_2gpu | 2 |  |  | 1,700 |" in report
     assert report.count("GPUs give") == 1
+
+
+def test_host_wait_counter_names_the_code_that_called_the_waiting_line():
+    def waiting_torch_line():  # stands in for torch.cuda.synchronize, whose own line is what torch reports
+        warnings.warn("called a synchronizing CUDA operation", UserWarning)
+
+    def caller():
+        waiting_torch_line()
+
+    counter = pretraining.HostWaitCounter(start=0, window=2)
+    counter.start_recording()
+    caller()
+    warnings.warn("an unrelated warning")
+    counter.stop_recording()
+    assert counter.per_batch == 0.5
+    (chain, count), = counter.where.items()
+    assert count == 1
+    innermost, next_out = chain.split(" < ")[:2]
+    assert innermost.startswith("tests/test_benchmarks.py:") and next_out.startswith("tests/test_benchmarks.py:")
+    assert int(innermost.split(":")[1]) == waiting_torch_line.__code__.co_firstlineno + 1
+    assert int(next_out.split(":")[1]) == caller.__code__.co_firstlineno + 1
+    assert warnings.showwarning is not counter.record  # put back when the window closes
 
 
 def test_gpu_idle_gaps_charges_each_idle_stretch_to_the_kernel_that_ends_it():

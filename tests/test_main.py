@@ -107,14 +107,16 @@ def test_a_hung_two_rank_run_is_killed_whole_and_tried_once_more(tmp_path):
 
 @pytest.mark.parametrize("async_loss, own_host_group", [("false", "0"), ("true", "1")])
 def test_two_processes_train_and_agree(synthetic_data, tmp_path, async_loss, own_host_group):
-    """Two ranks end with the same weights and counts; also with the loss read one batch late and the
-    ranks' host-side numbers agreed through a gloo group of the trainer's own (as on GPUs)."""
+    """Two ranks end with the same weights and counts; also with the loss read one batch late, the
+    ranks' host-side numbers agreed through a gloo group of the trainer's own (as on GPUs) and DDP's
+    gradients as views of its buckets."""
     overrides = [f"data_local={synthetic_data['mds']}", f"tokenizer_name={synthetic_data['tokenizer']}",
                  f"save_folder={tmp_path / 'ckpt'}", "max_seq_len=32", "global_train_batch_size=8",
                  "device_train_microbatch_size=4", "max_duration=4ba", "eval_interval=4ba",
                  "eval_subset_num_batches=1", "train_loader.num_workers=0", "eval_loader.num_workers=0",
                  "model.model_config.hidden_size=32", "model.model_config.intermediate_size=64",
-                 "model.model_config.num_attention_heads=2", f"async_loss={async_loss}"]
+                 "model.model_config.num_attention_heads=2", f"async_loss={async_loss}",
+                 f"ddp_gradient_as_bucket_view={async_loss}"]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OWN_HOST_GROUP": own_host_group}
     returncode, output = run_two_ranks(["tests/scripts/train_and_dump.py", str(TEST_YAML), str(tmp_path), *overrides],
                                        env)
@@ -124,6 +126,7 @@ def test_two_processes_train_and_agree(synthetic_data, tmp_path, async_loss, own
     assert [r["batches"] for r in ranks] == [4, 4]
     assert [r["samples"] for r in ranks] == [32, 32]  # 8 per batch, summed over the ranks
     assert [r["own_host_group"] for r in ranks] == [own_host_group == "1"] * 2
+    assert [r["gradient_as_bucket_view"] for r in ranks] == [async_loss == "true"] * 2
     # the process group exists before the datasets, so streaming makes none of its own on MASTER_PORT
     assert [(r["datasets"], r["streaming_made_groups"]) for r in ranks] == [(2, 0), (2, 0)]
     assert ranks[0]["losses"] == ranks[1]["losses"] and 0 < ranks[0]["losses"]["loss/train/total"] < 20

@@ -42,6 +42,9 @@ def test_the_overridden_composer_methods_are_those_of_0_32_1():
         "_train_microbatches": ["self", "microbatches", "total_loss_dict", "ddp_sync"],
         "_accumulate_time_across_ranks": ["self", "num_samples", "num_tokens", "batch_time"],
         "_use_closures": ["self"]}
+    # ddp_gradient_as_bucket_view swaps the function Composer wraps the model with, by its name there
+    assert "self.state.model = prepare_ddp_module(self.state.model, self._find_unused_parameters)" in \
+        inspect.getsource(ComposerTrainer.__init__)
     loop = inspect.getsource(ComposerTrainer._train_loop)
     # _train_batch returning None makes the loop skip its own read of the loss (what async_loss relies on)
     assert "total_loss_dict = self._train_batch(use_grad_scaling)" in loop

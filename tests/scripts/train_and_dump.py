@@ -41,5 +41,6 @@ weights = {k: v.detach().cpu() for k, v in trainer.state.model.state_dict().item
 torch.save({"weights": weights, "batches": int(trainer.state.timestamp.batch),
             "samples": int(trainer.state.timestamp.sample), "world_size": dist.get_world_size(),
             "losses": dict(trainer.state.total_loss_dict), "own_host_group": trainer_module._host_group is not None,
+            "gradient_as_bucket_view": getattr(trainer.state.model, "gradient_as_bucket_view", None),
             "streaming_made_groups": sum(streaming_groups), "datasets": len(streaming_groups)},
            Path(out_dir) / f"rank{dist.get_global_rank()}.pt")
