@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from src.config import ConfigError
-from src.tokenization import load_tokenizer, starts_are_tokenized_alike
+from src.tokenization import ascii_normalizer, load_tokenizer, starts_are_tokenized_alike
 
 PREPARE_HINT = (
     "Prepare it with `python src/convert_dataset.py --dataset c4 --data_subset en --out_root DIR --splits ...` "
@@ -70,6 +70,7 @@ class SampleTokenizer:
         alike = starts_are_tokenized_alike(tokenizer)
         self.prefix_chars = self.PREFIX_CHARS_PER_TOKEN * max_seq_len if alike else None
         self.backend = padded_backend(tokenizer, max_seq_len)
+        self.ascii = AsciiFastPath.of(self.backend) if self.backend is not None else None
 
     def __call__(self, sample: Mapping[str, Any]) -> dict[str, list[int]]:
         if "input_ids" in sample:
@@ -88,7 +89,9 @@ class SampleTokenizer:
     def encode(self, text: str) -> dict[str, list[int]]:
         """`text` tokenized in full, then truncated and padded to max_seq_len."""
         if self.backend is not None:
-            encoding = self.backend.encode(text)
+            encoding = self.ascii.encode(text) if self.ascii is not None else None
+            if encoding is None:
+                encoding = self.backend.encode(text)
             return {"input_ids": encoding.ids, "attention_mask": encoding.attention_mask}
         encoded = self.tokenizer(text, truncation=True, max_length=self.max_seq_len, padding="max_length",
                                  return_token_type_ids=False)
@@ -107,6 +110,35 @@ def padded_backend(tokenizer: PreTrainedTokenizerBase, max_seq_len: int):
     backend.enable_padding(length=max_seq_len, direction=tokenizer.padding_side, pad_id=tokenizer.pad_token_id,
                            pad_type_id=tokenizer.pad_token_type_id, pad_token=tokenizer.pad_token)
     return backend
+
+
+class AsciiFastPath:
+    """A fast tokenizer's pipeline for ASCII text, its normalizer done by str methods
+    (`tokenization.ascii_normalizer`): `tokenizers` keeps every character's alignment while it normalizes,
+    which made BertNormalizer a third of a short document's tokenization (benchmarks/dataloader.py). Same
+    ids and mask as the whole pipeline (tests/test_text_data.py: every ASCII character, random text). Text
+    that is not ASCII, or that holds an added token's text in any case (such as "[MASK]", which the
+    pipeline matches before normalizing), gets None: the caller then runs the whole pipeline."""
+
+    def __init__(self, backend: Any, normalize):
+        self.normalize = normalize
+        self.unnormalized = copy.deepcopy(backend)
+        self.unnormalized.normalizer = None
+        self.added = [token.content.lower() for token in backend.get_added_tokens_decoder().values()]
+
+    @classmethod
+    def of(cls, backend: Any) -> Optional[AsciiFastPath]:
+        normalize = ascii_normalizer(backend)
+        return cls(backend, normalize) if normalize is not None else None
+
+    def encode(self, text: str):
+        if not text.isascii():
+            return None
+        normalized = self.normalize(text)
+        lowered = normalized.lower()
+        if any(added in lowered for added in self.added):
+            return None
+        return self.unnormalized.encode(normalized)
 
 
 class StreamingTextDataset(StreamingDataset):

@@ -5,6 +5,7 @@ import json
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, Callable, Optional
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
@@ -56,6 +57,30 @@ def _component_types(component: object, members: str) -> list[str]:
         return [state["type"]]
 
     return types(json.loads(component.__getstate__()))
+
+
+# What BertNormalizer does to ASCII text (tokenizers' normalizers/bert.rs), done by str methods: with
+# clean_text it drops NUL and the other control characters (DEL and the C0 controls, vertical tab and form
+# feed included) but keeps tab, newline and carriage return as spaces; with lowercase it lowercases.
+# handle_chinese_chars and strip_accents (which follows lowercase when unset) change nothing in ASCII.
+_ASCII_CLEAN_TEXT = str.maketrans({**{c: None for c in [*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F]},
+                                   **{c: " " for c in (0x09, 0x0A, 0x0D)}})
+
+
+def ascii_normalizer(backend: Any) -> Optional[Callable[[str], str]]:
+    """For a fast tokenizer's Rust pipeline (`backend_tokenizer`) whose normalizer is one BertNormalizer (or
+    none): a function that normalizes ASCII text as it does. None for any other normalizer."""
+    if backend.normalizer is None:
+        return lambda text: text
+    state = json.loads(backend.normalizer.__getstate__())
+    if state["type"] != "BertNormalizer":
+        return None
+    clean, lower = state["clean_text"], state["lowercase"]
+    if clean and lower:
+        return lambda text: text.translate(_ASCII_CLEAN_TEXT).lower()
+    if clean:
+        return lambda text: text.translate(_ASCII_CLEAN_TEXT)
+    return str.lower if lower else (lambda text: text)
 
 
 def starts_are_tokenized_alike(tokenizer: PreTrainedTokenizerBase) -> bool:

@@ -103,6 +103,37 @@ def test_the_rust_tokenizer_gives_what_the_transformers_call_gives(synthetic_dat
                                              "attention_mask": expected["attention_mask"]}, text[:60]
 
 
+@pytest.mark.parametrize("clean_text, lowercase", [(True, True), (True, False), (False, True), (False, False)])
+def test_ascii_text_skips_the_rust_normalizer_and_gets_the_same_ids(tokenizer, clean_text, lowercase):
+    """AsciiFastPath normalizes ASCII text with str methods and runs the rest of the pipeline: the ids and
+    mask must be the whole pipeline's for every ASCII character (controls, whitespace, punctuation) in
+    several places, and for random text; non-ASCII text and text holding an added token go the whole way."""
+    import random
+
+    from tokenizers import normalizers
+
+    backend = text_data.padded_backend(tokenizer, 32)
+    backend.normalizer = normalizers.BertNormalizer(clean_text=clean_text, lowercase=lowercase)
+    fast = text_data.AsciiFastPath.of(backend)
+    texts = [text for c in map(chr, range(128)) for text in (c, f"ab{c}cd", f"Hello{c}World x", f"{c}{c}Y z")]
+    rng = random.Random(0)
+    pieces = ["The ", "cat's ", "U.S.A. ", "DON'T ", "\t", "\n", "x" * 30, "123,456 ", "MASK", "[", "]"]
+    texts += ["".join(rng.choice([chr(rng.randrange(128)), rng.choice(pieces)]) for _ in range(rng.randrange(1, 80)))
+              for _ in range(300)]
+    taken = 0
+    for text in texts:
+        encoding = fast.encode(text)
+        if encoding is not None:
+            taken += 1
+            expected = backend.encode(text)
+            assert (encoding.ids, encoding.attention_mask) == (expected.ids, expected.attention_mask), repr(text)
+    assert taken > 0.9 * len(texts)
+    assert fast.encode("Café au lait") is None  # not ASCII
+    assert fast.encode("a [MASK] b") is None and fast.encode("a [mask] b") is None  # an added token's text
+    backend.normalizer = normalizers.NFKC()
+    assert text_data.AsciiFastPath.of(backend) is None  # a normalizer it cannot stand in for
+
+
 def test_only_tokenizers_that_split_at_whitespace_first_tokenize_starts(tokenizer):
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
