@@ -1,6 +1,7 @@
 """Loading tokenizers with errors that say what to do, and what a tokenizer's pipeline guarantees."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 from functools import lru_cache
@@ -67,20 +68,22 @@ _ASCII_CLEAN_TEXT = str.maketrans({**{c: None for c in [*range(0x09), 0x0B, 0x0C
                                    **{c: " " for c in (0x09, 0x0A, 0x0D)}})
 
 
+def _normalize_ascii(text: str, clean_text: bool, lowercase: bool) -> str:
+    if clean_text:
+        text = text.translate(_ASCII_CLEAN_TEXT)
+    return text.lower() if lowercase else text
+
+
 def ascii_normalizer(backend: Any) -> Optional[Callable[[str], str]]:
     """For a fast tokenizer's Rust pipeline (`backend_tokenizer`) whose normalizer is one BertNormalizer (or
-    none): a function that normalizes ASCII text as it does. None for any other normalizer."""
+    none): a function that normalizes ASCII text as it does (picklable, for spawned dataloader workers).
+    None for any other normalizer."""
     if backend.normalizer is None:
-        return lambda text: text
+        return functools.partial(_normalize_ascii, clean_text=False, lowercase=False)
     state = json.loads(backend.normalizer.__getstate__())
     if state["type"] != "BertNormalizer":
         return None
-    clean, lower = state["clean_text"], state["lowercase"]
-    if clean and lower:
-        return lambda text: text.translate(_ASCII_CLEAN_TEXT).lower()
-    if clean:
-        return lambda text: text.translate(_ASCII_CLEAN_TEXT)
-    return str.lower if lower else (lambda text: text)
+    return functools.partial(_normalize_ascii, clean_text=state["clean_text"], lowercase=state["lowercase"])
 
 
 def starts_are_tokenized_alike(tokenizer: PreTrainedTokenizerBase) -> bool:

@@ -108,6 +108,7 @@ def test_ascii_text_skips_the_rust_normalizer_and_gets_the_same_ids(tokenizer, c
     """AsciiFastPath normalizes ASCII text with str methods and runs the rest of the pipeline: the ids and
     mask must be the whole pipeline's for every ASCII character (controls, whitespace, punctuation) in
     several places, and for random text; non-ASCII text and text holding an added token go the whole way."""
+    import pickle
     import random
 
     from tokenizers import normalizers
@@ -130,6 +131,8 @@ def test_ascii_text_skips_the_rust_normalizer_and_gets_the_same_ids(tokenizer, c
     assert taken > 0.9 * len(texts)
     assert fast.encode("Café au lait") is None  # not ASCII
     assert fast.encode("a [MASK] b") is None and fast.encode("a [mask] b") is None  # an added token's text
+    clone = pickle.loads(pickle.dumps(fast))  # as spawned dataloader workers receive it
+    assert clone.encode("Hello\tWorld").ids == fast.encode("Hello\tWorld").ids
     backend.normalizer = normalizers.NFKC()
     assert text_data.AsciiFastPath.of(backend) is None  # a normalizer it cannot stand in for
 
