@@ -104,8 +104,7 @@ def profile_categories(step, batch, steps: int = 5) -> dict:
     categories = {"wall (under the profiler)": wall_ms, **throughput.gpu_ms_by_category(prof, steps)}
     # Session 15: under CUDA graphs the categories summed to more than the step; the top kernels show what
     # each holds.
-    top = sorted(throughput.gpu_ms_by_kernel(prof, steps).items(), key=lambda kv: -kv[1])[:20]
-    return {**{k: round(v, 2) for k, v in categories.items()}, "top_kernels": {k[:120]: round(v, 3) for k, v in top}}
+    return {**{k: round(v, 2) for k, v in categories.items()}, "top_kernels": throughput.top_kernels(prof, steps)}
 
 
 if __name__ == "__main__":

@@ -132,6 +132,12 @@ speed_1gpu() {  # speed_1gpu GPU PORT NAME OVERRIDES...: Composer speed of the M
     --model mosaic_bert --data "$data" --steps 150 --raw_steps 40 --loader_batches 60 \
     --out "benchmarks/results/$name.json" "$@"
 }
+composer_speed() {  # composer_speed GPUS NAME ARGS...: Composer's speed alone (no dataloader or raw-loop
+  # figures) of the Mosaic recipe on GPUS GPUs, 150 batches, limit 170 s; ARGS: more options, overrides
+  local gpus=$1 name=$2; shift 2
+  step "$(seq -s, 0 $((gpus - 1)))" 170 "$name" $launcher -n "$gpus" benchmarks/pretraining.py speed \
+    --composer_only --model mosaic_bert --data "$data" --steps 150 --out "benchmarks/results/$name.json" "$@"
+}
 graphs_ab_runs() {  # Composer speed of the recipe without, then with cuda_graphs (limit SPEED_LIMIT_S each)
   speed_1gpu 0 29501 pretraining_speed_graphs_off
   speed_1gpu 0 29502 pretraining_speed_graphs_on model.model_config.cuda_graphs=true
@@ -667,9 +673,7 @@ scaling_encoder)
   step 0 170 pretraining_speed_encoder_1gpu_x2host $launcher -n 1 benchmarks/pretraining.py speed \
     --model mosaic_bert --data "$data" --steps 150 --raw_steps 40 --loader_batches 60 \
     --out benchmarks/results/pretraining_speed_encoder_1gpu_x2host.json
-  step 0,1 170 pretraining_speed_encoder_2gpu_x2host $launcher -n 2 benchmarks/pretraining.py speed \
-    --composer_only --model mosaic_bert --data "$data" --steps 150 \
-    --out benchmarks/results/pretraining_speed_encoder_2gpu_x2host.json
+  composer_speed 2 pretraining_speed_encoder_2gpu_x2host
   rm -f benchmarks/results/ddp_scaling_recipe.jsonl
   for gpus in 1 2; do
     step "$(seq -s, 0 $((gpus - 1)))" 100 "ddp_${gpus}gpu" python3 -m torch.distributed.run \
@@ -692,9 +696,7 @@ composer_2gpu)
   # Session 15: Composer's speed on two GPUs with the overrides in OVERRIDES (e.g.
   # "train_loader.num_workers=12"), named by TAG; compare with scaling_encoder's 2-GPU run (11,098
   # samples/s on its host, 1.76x its one-GPU run). One run, ~140 s.
-  step 0,1 170 "pretraining_speed_encoder_2gpu_${TAG:?}" $launcher -n 2 benchmarks/pretraining.py speed \
-    --composer_only --model mosaic_bert --data "$data" --steps 150 \
-    --out "benchmarks/results/pretraining_speed_encoder_2gpu_${TAG}.json" ${OVERRIDES:-}
+  composer_speed 2 "pretraining_speed_encoder_2gpu_${TAG:?}" ${OVERRIDES:-}
   ;;
 composer_scaling_profile)
   # (next, x2) Composer on one GPU, then on two, each with 5 of its last batches profiled
@@ -704,9 +706,7 @@ composer_scaling_profile)
   # buckets (ddp_gradient_as_bucket_view, as the raw DDP loop has them). Limits add to 510 s.
   for run in "1 profiled" "2 profiled" "2 profiled_bucket_view ddp_gradient_as_bucket_view=true"; do
     set -- $run
-    step "$(seq -s, 0 $(($1 - 1)))" 170 "pretraining_speed_$2_${1}gpu" $launcher -n "$1" \
-      benchmarks/pretraining.py speed --composer_only --profile_composer --model mosaic_bert --data "$data" \
-      --steps 150 --out "benchmarks/results/pretraining_speed_$2_${1}gpu.json" ${3:-}
+    composer_speed "$1" "pretraining_speed_$2_${1}gpu" --profile_composer ${3:-}
   done
   ;;
 recipe_now)

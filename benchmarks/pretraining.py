@@ -133,7 +133,7 @@ class HostWaitCounter(Callback):
     def record(self, message, category, filename, lineno, file=None, line=None):
         """`warnings.showwarning` while recording: it runs inside the call that warned, so the stack is the
         waiting code's."""
-        if "synchroniz" in str(message):  # what torch's sync debug mode says at a host wait
+        if throughput.is_host_wait(message):
             self._waits.append(calling_frames(traceback.extract_stack()[:-1]))
 
     def start_recording(self):
@@ -192,13 +192,12 @@ class ComposerStepProfile(Callback):
             try:  # the run and its speed figure stand without this
                 idle_ms, waited_for = throughput.gpu_idle_gaps(throughput.gpu_spans(self._profiler), self.steps)
                 by_category = throughput.gpu_ms_by_category(self._profiler, self.steps)
-                by_kernel = sorted(throughput.gpu_ms_by_kernel(self._profiler, self.steps).items(), key=lambda kv: -kv[1])
                 self.summary.update(
                     gpu_idle_ms_per_batch=round(idle_ms, 2),
                     gpu_ms_per_batch_by_category={k: round(v, 2) for k, v in by_category.items()},
                     # what each category holds (under CUDA graphs too, where session 15's category sums
                     # exceeded the step: see which entries do)
-                    top_kernels=[dict(kernel=k[:120], ms=round(ms, 3)) for k, ms in by_kernel[:20]],
+                    top_kernels=throughput.top_kernels(self._profiler, self.steps),
                     idle_waiting_for=[dict(kernel=k[:120], idle_ms=round(ms, 3), gaps=n) for k, ms, n in waited_for[:10]])
             except Exception as error:  # noqa: BLE001 - a failed analysis must not end the measured run
                 self.summary["error"] = f"{type(error).__name__}: {error}"

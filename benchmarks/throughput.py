@@ -270,6 +270,12 @@ def gpu_ms_by_kernel(prof, steps: int) -> dict[str, float]:
     return kernels
 
 
+def top_kernels(prof, steps: int, count: int = 20) -> dict[str, float]:
+    """The `count` kernels with the most GPU ms per step, most first: name (cut to 120 characters) -> ms."""
+    ranked = sorted(gpu_ms_by_kernel(prof, steps).items(), key=lambda kv: -kv[1])[:count]
+    return {kernel[:120]: round(ms, 3) for kernel, ms in ranked}
+
+
 def gpu_spans(prof) -> list[tuple[str, float, float]]:
     """`(name, start us, end us)` of every kernel, copy and memset the GPU ran in a torch.profiler run."""
     return [(e.name, e.time_range.start, e.time_range.end) for e in prof.events()
@@ -422,9 +428,14 @@ def count_host_syncs(step, batch: dict) -> int:
     return len(host_waits(caught))
 
 
+def is_host_wait(message) -> bool:
+    """Whether a warning's message is the one torch's sync debug mode ("warn") gives at a host wait."""
+    return "synchroniz" in str(message)
+
+
 def host_waits(caught: list) -> list:
     """The warnings, among `caught`, that torch's sync debug mode ("warn") gave for a host wait."""
-    return [w for w in caught if "synchroniz" in str(w.message)]
+    return [w for w in caught if is_host_wait(w.message)]
 
 
 def host_enqueue_ms(step, batch) -> float | None:

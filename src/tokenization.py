@@ -1,10 +1,9 @@
 """Loading tokenizers with errors that say what to do, and what a tokenizer's pipeline guarantees."""
 from __future__ import annotations
 
-import functools
 import json
 import os
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -79,11 +78,11 @@ def ascii_normalizer(backend: Any) -> Optional[Callable[[str], str]]:
     none): a function that normalizes ASCII text as it does (picklable, for spawned dataloader workers).
     None for any other normalizer."""
     if backend.normalizer is None:
-        return functools.partial(_normalize_ascii, clean_text=False, lowercase=False)
+        return partial(_normalize_ascii, clean_text=False, lowercase=False)
     state = json.loads(backend.normalizer.__getstate__())
     if state["type"] != "BertNormalizer":
         return None
-    return functools.partial(_normalize_ascii, clean_text=state["clean_text"], lowercase=state["lowercase"])
+    return partial(_normalize_ascii, clean_text=state["clean_text"], lowercase=state["lowercase"])
 
 
 def starts_are_tokenized_alike(tokenizer: PreTrainedTokenizerBase) -> bool:
