@@ -36,8 +36,12 @@
 #   bash benchmarks/h200_session.sh recipe_now # the issue's table rows and Composer's speed, recipe as it is
 #   bash benchmarks/h200_session.sh scaling_diagnosis  # (x2) raw DDP on the padded mix; profiles on 1 and 2 GPUs
 #   TAG=x OVERRIDES="k=v ..." bash benchmarks/h200_session.sh composer_2gpu  # (x2) Composer on 2 GPUs, overridden
-#   bash benchmarks/h200_session.sh composer_scaling_profile  # (next, x2) Composer on 1 and 2 GPUs, profiled;
-#                                              #   2 GPUs with ddp_gradient_as_bucket_view
+#   bash benchmarks/h200_session.sh composer_scaling_profile  # (session 16, x2) Composer on 1 and 2 GPUs,
+#                                              #   profiled; 2 GPUs with ddp_gradient_as_bucket_view
+#   bash benchmarks/h200_session.sh composer_scaling_repeat  # (session 16, x2) the pair again, unprofiled,
+#                                              #   with and without the ASCII tokenizer path
+#   bash benchmarks/h200_session.sh composer_scaling_recipe_batch  # (session 16, x2) 1 and 2 GPUs with the
+#                                              #   recipe's batch of 4096 (microbatches of 128, then 256)
 #   bash benchmarks/h200_session.sh probe8     # session 8: the compiled encoder's step with Inductor's C++
 #                                              #   wrapper (host launch cost) beside the default, and
 #                                              #   Composer speed with it
@@ -707,6 +711,32 @@ composer_scaling_profile)
   for run in "1 profiled" "2 profiled" "2 profiled_bucket_view ddp_gradient_as_bucket_view=true"; do
     set -- $run
     composer_speed "$1" "pretraining_speed_$2_${1}gpu" --profile_composer ${3:-}
+  done
+  ;;
+composer_scaling_repeat)
+  # (session 16, x2) After composer_scaling_profile's 1.88x (6,214 -> 11,706, profiled runs), the pair again
+  # without profiles, the one-GPU run with the dataloader and the raw loop; then the same two runs with
+  # every text through the whole tokenizer pipeline (`--without_ascii_path`: the loader of session 15's
+  # 1.76x, measured before the ASCII path), in reverse order. ~400 s of steps on a two-GPU host.
+  speed_1gpu 0 29501 pretraining_speed_s16_1gpu
+  composer_speed 2 pretraining_speed_s16_2gpu
+  composer_speed 2 pretraining_speed_s16_no_ascii_2gpu --without_ascii_path
+  speed_1gpu 0 29502 pretraining_speed_s16_no_ascii_1gpu --without_ascii_path
+  ;;
+composer_scaling_recipe_batch)
+  # (session 16, x2) Composer on 1 and 2 GPUs with the recipe YAML's optimizer batch, 4096 samples: each
+  # GPU accumulates its share in microbatches and DDP all-reduces the gradients once per 4096 samples
+  # instead of once per 256 per GPU (the other scaling stages' batch). RUNS: "GPUS MICROBATCH" pairs, by
+  # default microbatches of 128 (the YAML's), then 256 (the issue's table), 1-2-2-1; STEPS batches of 4096
+  # (default 50), windows of STEPS/5 batches. Its first call found the YAML's batch crashing under
+  # cuda_graphs (pytorch#169545; fixed by src/trainer.py's own_gradients); the second ran RUNS="1 128,2 128"
+  # STEPS=30 in what was left of the session's device time.
+  steps=${STEPS:-50}
+  IFS=, read -ra runs <<<"${RUNS:-1 128,2 128,2 256,1 256}"
+  for run in "${runs[@]}"; do
+    set -- $run
+    composer_speed "$1" "pretraining_speed_batch4096_mb${2}_${1}gpu" --global_batch 4096 --batch_size "$2" \
+      --steps "$steps" "callbacks.speed_monitor.window_size=$((steps / 5))"
   done
   ;;
 recipe_now)

@@ -41,8 +41,10 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # the CPU only to try t
 RECIPES = {"hf_bert": "yamls/main/hf-bert-base-uncased.yaml", "mosaic_bert": "yamls/main/mosaic-bert-base-uncased.yaml"}
 
 
-def recipe_config(model: str, data: str, batch_size: int, extra: list[str]):
-    """The recipe YAML on the synthetic data: per-GPU batch `batch_size`, no checkpoints, metrics as JSON lines."""
+def recipe_config(model: str, data: str, batch_size: int, extra: list[str], global_batch: int | None = None):
+    """The recipe YAML on the synthetic data: per-GPU microbatch `batch_size`, no checkpoints, metrics as JSON
+    lines. The optimizer's batch is `global_batch` (all GPUs together; each GPU accumulates its share in
+    microbatches and DDP all-reduces once per batch), by default one microbatch per GPU."""
     from composer.utils import dist
 
     from src.config import load_config
@@ -51,7 +53,7 @@ def recipe_config(model: str, data: str, batch_size: int, extra: list[str]):
     overrides = [
         f"data_local={data}/synthetic-c4", f"tokenizer_name={data}/tokenizer",
         "model.pretrained_model_name=null",  # BertConfig() defaults are BERT-base; no hub access needed
-        f"global_train_batch_size={batch_size * world}", f"device_train_microbatch_size={batch_size}",
+        f"global_train_batch_size={global_batch or batch_size * world}", f"device_train_microbatch_size={batch_size}",
         f"device_eval_batch_size={batch_size}", "save_folder=null", "progress_bar=false",
         "console_log_interval=50ba", "callbacks.speed_monitor.window_size=20", "eval_subset_num_batches=10",
     ]
@@ -272,23 +274,37 @@ def raw_loop_rate(cfg, batches: list[dict], steps: int, live=None, diagnostics: 
     return rate
 
 
+def without_ascii_path() -> None:
+    """The tokenizer as it was before `text_data.AsciiFastPath` (session 15): every text through the whole
+    `tokenizers` pipeline, its Rust normalizer included, to measure what the fast path is worth. Takes effect
+    for the datasets made after it, in this process and in the loader workers they are handed to."""
+    from src import text_data
+
+    text_data.AsciiFastPath.of = classmethod(lambda cls, backend: None)
+
+
 def speed(args) -> None:
     from composer.utils import dist
 
     import main as pretraining
 
     dist.initialize_dist("gpu" if DEVICE == "cuda" else "cpu")
+    if args.without_ascii_path:
+        without_ascii_path()
     rank0 = dist.get_global_rank() == 0
     out = Path(args.out)
     metrics_file = out.with_suffix(".metrics.jsonl")
     if rank0 and metrics_file.exists():
         metrics_file.unlink()
-    cfg = recipe_config(args.model, args.data, args.batch_size, [f"max_duration={args.steps}ba"] + args.override)
+    cfg = recipe_config(args.model, args.data, args.batch_size, [f"max_duration={args.steps}ba"] + args.override,
+                        global_batch=args.global_batch)
     cfg.eval_loader = None  # speed only
     cfg.loggers = {"jsonl": {"path": str(metrics_file)}}
     result: dict[str, Any] = dict(model=args.model, gpus=dist.get_world_size(), batch_per_gpu=args.batch_size,
+                                  global_batch=cfg.global_train_batch_size,
                                   steps=args.steps, overrides=args.override, gpu=device_name(),
-                                  trainer="composer.Trainer" if args.composer_trainer else "src.trainer.Trainer")
+                                  trainer="composer.Trainer" if args.composer_trainer else "src.trainer.Trainer",
+                                  ascii_tokenizer_path=not args.without_ascii_path)
     if not args.composer_only and rank0:
         from src.tokenization import load_tokenizer
 
@@ -515,6 +531,9 @@ def cli() -> None:
     s.add_argument("--data", required=True)
     s.add_argument("--batch_size", type=int, default=256, help="per GPU")
     s.add_argument("--steps", type=int, default=200, help="Composer training batches")
+    s.add_argument("--global_batch", type=int, default=None,
+                   help="Composer's batch over all GPUs (the recipe YAML's is 4096): each GPU accumulates its share in "
+                        "microbatches of --batch_size; default one microbatch per GPU")
     s.add_argument("--raw_steps", type=int, default=50)
     s.add_argument("--loader_batches", type=int, default=100)
     s.add_argument("--composer_only", action="store_true", help="skip the dataloader and raw-loop measurements")
@@ -525,6 +544,9 @@ def cli() -> None:
     s.add_argument("--profile_composer", action="store_true",
                    help="profile 5 of Composer's last batches (GPU time by category, idle stretches): "
                         "`composer_profile` in OUT, each rank's printed")
+    s.add_argument("--without_ascii_path", action="store_true",
+                   help="tokenize every text with the whole tokenizers pipeline (the loader before session 15's "
+                        "ASCII path)")
     s.add_argument("--out", required=True)
     s.add_argument("override", nargs="*", help="key=value overrides of the recipe YAML")
     a = commands.add_parser("accuracy")

@@ -24,7 +24,9 @@ This subclass keeps Composer's loop (events, callbacks, evaluation, checkpoints)
 It also lets a DataLoader's persistent workers leave at once when the program exits
 (`stop_workers_at_exit`), and, with `ddp_gradient_as_bucket_view`, builds the DistributedDataParallel
 wrapper with each gradient a view into its all-reduce bucket (Composer makes the wrapper itself, with no
-way to pass DDP's options).
+way to pass DDP's options). When a batch is trained in several microbatches, it copies any gradient that
+is still a CUDA graph's output before the next microbatch (`own_gradients`), so that accumulating into it
+works with `cuda_graphs`.
 
 With `async_loss` no wait is left in a batch: the read of batch N's loss, after batch N+1 has been queued,
 keeps the host at most one batch ahead of the GPU, and the GPU always has work queued. Without it the
@@ -155,6 +157,24 @@ def _shut_down_workers(loader_ref: "weakref.ref[torch.utils.data.DataLoader]") -
         iterator._shutdown_workers()
 
 
+def own_gradients(model: torch.nn.Module, owned: set[int]) -> None:
+    """Give every parameter's gradient storage of its own before the batch's next microbatch.
+
+    When a parameter has no gradient yet, autograd hands it the very tensor the backward returned; with the
+    compiled encoder replaying CUDA graphs (`cuda_graphs`) that tensor lives in the graphs' memory pool, and
+    the next microbatch's replay overwrites it before its gradient is added in: PyTorch then stops with
+    "accessing tensor output of CUDAGraphs that has been overwritten by a subsequent run" (pytorch/pytorch
+    #169545; the recipe's batch of 4096 in microbatches of 128 hit it on the second microbatch). Each such
+    gradient is copied once per batch, which later microbatches add into; `owned` holds the copies'
+    addresses. A gradient that is a view (DistributedDataParallel's buckets) is its owner's already."""
+    for parameter in model.parameters():
+        grad = parameter.grad
+        if grad is None or grad._base is not None or grad.data_ptr() in owned:
+            continue
+        parameter.grad = grad.clone()
+        owned.add(parameter.grad.data_ptr())
+
+
 @contextlib.contextmanager
 def ddp_gradients_in_buckets(enabled: bool):
     """While Composer's Trainer is made: its DistributedDataParallel wrapper (several ranks) with
@@ -247,7 +267,8 @@ class Trainer(ComposerTrainer):
     def _train_microbatches(self, microbatches: Sequence[Any], total_loss_dict: dict[str, torch.Tensor],
                             ddp_sync: bool = True) -> torch.Tensor:
         """Composer 0.32.1's, line for line, except that the batch size the gradients are divided by is
-        summed over the ranks on the CPU: Composer's `.item()` of it was the last wait of the batch."""
+        summed over the ranks on the CPU (Composer's `.item()` of it was the last wait of the batch), and
+        that gradients being accumulated get storage of their own (`own_gradients`)."""
         if ddp_sync or not isinstance(self.state.model, DistributedDataParallel):
             context = contextlib.nullcontext
         elif self.state.auto_microbatching and not self.first_train_batch_complete:
@@ -271,11 +292,14 @@ class Trainer(ComposerTrainer):
             current_batch_size = host_all_reduce([size])[0] / dist.get_world_size()
 
             current_batch = self.state.batch  # the microbatches overwrite it
+            owned: set[int] = set()
             for index, self.state.batch in enumerate(microbatches):
                 self.state.batch = self.state.device.batch_to_device(self.state.batch)
                 self.state.batch = self._train_data_spec.microbatch_transforms(self.state.batch)
                 is_final_microbatch = index + 1 == len(microbatches)
                 losses = self._train_microbatch(use_grad_scaling, current_batch_size, is_final_microbatch)
+                if not is_final_microbatch:  # gradients accumulate: none may stay a CUDA graph's output
+                    own_gradients(self.state.model, owned)
                 for name, loss in losses.items():
                     key = f"loss/train/{name}"
                     if key not in total_loss_dict:

@@ -66,6 +66,20 @@ def test_accuracy_speed_and_report_run_end_to_end(synthetic_data, tmp_path):
     assert (tmp_path / "time_to_accuracy.png").stat().st_size > 0
 
 
+def test_without_ascii_path_sends_every_text_through_the_whole_pipeline(synthetic_data, monkeypatch):
+    from src import text_data
+    from src.tokenization import load_tokenizer
+
+    monkeypatch.setattr(text_data.AsciiFastPath, "of", text_data.AsciiFastPath.__dict__["of"])  # undone after
+    tokenizer = load_tokenizer(str(synthetic_data["tokenizer"]))
+    with_path = text_data.SampleTokenizer(tokenizer, 32)
+    pretraining.without_ascii_path()
+    without = text_data.SampleTokenizer(tokenizer, 32)
+    assert with_path.ascii is not None and without.ascii is None
+    text = "The Quick brown fox, said the note."
+    assert without.encode(text) == with_path.encode(text)
+
+
 def test_report_names_the_two_runs_each_scaling_figure_compares(tmp_path):
     def speed_result(name, gpus, rate, overrides=()):
         (tmp_path / f"{name}.json").write_text(json.dumps(dict(

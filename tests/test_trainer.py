@@ -19,7 +19,7 @@ from src import builders
 from src.callbacks import NonFiniteLossError
 from src.config import ConfigError, load_config
 from src import trainer as trainer_module
-from src.trainer import BatchLosses, LossReader, Trainer, stop_workers_at_exit
+from src.trainer import BatchLosses, LossReader, Trainer, own_gradients, stop_workers_at_exit
 from tests.conftest import TEST_YAML
 from tests.test_reliability import CHECKPOINT, FaultProbe, batch_log, listing, overrides
 
@@ -154,6 +154,66 @@ def test_composers_loop_reads_no_tensor_with_async_loss(pretrain_cfg, monkeypatc
     assert int(trainer.state.timestamp.batch) == 6
     assert reads == []
     assert trainer.state.total_loss_dict.batch == 6
+
+
+class TimesW(torch.autograd.Function):
+    """x * w, whose backward returns w's gradient as a CUDA graph replay returns its outputs: a fresh tensor
+    over the same memory every time (which autograd then keeps as w.grad rather than copying it)."""
+    memory = torch.zeros(3)
+
+    @staticmethod
+    def forward(ctx, x, w):
+        ctx.save_for_backward(x)
+        return x * w
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (x,) = ctx.saved_tensors
+        TimesW.memory.copy_((grad_out * x).sum(0))
+        return None, torch.empty(0).set_(TimesW.memory.untyped_storage(), 0, (3,), (1,))
+
+
+def test_accumulated_gradients_survive_a_backward_that_reuses_its_output_memory():
+    model = torch.nn.Module()
+    model.w = torch.nn.Parameter(torch.ones(3))
+    microbatches = [torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[10.0, 20.0, 30.0]])]
+
+    def accumulated(own: bool) -> torch.Tensor:
+        model.w.grad, owned = None, set()
+        for index, x in enumerate(microbatches):
+            TimesW.apply(x, model.w).sum().backward()
+            if own and index + 1 < len(microbatches):
+                own_gradients(model, owned)
+        return model.w.grad.clone()
+
+    # pytorch/pytorch#169545 in small: the second backward overwrote the first's gradient before adding to it
+    assert torch.equal(accumulated(own=False), torch.tensor([20.0, 40.0, 60.0]))
+    assert torch.equal(accumulated(own=True), torch.tensor([11.0, 22.0, 33.0]))
+
+
+def test_own_gradients_copies_each_gradient_once_and_leaves_views_alone():
+    model = torch.nn.Linear(2, 2)
+    bucket = torch.arange(6.0)
+    model.weight.grad = bucket[:4].view(2, 2)  # as DistributedDataParallel's gradient_as_bucket_view has it
+    model.bias.grad = torch.tensor([7.0, 8.0])
+    bias_grad, owned = model.bias.grad, set()
+    own_gradients(model, owned)
+    assert model.weight.grad._base is bucket
+    assert torch.equal(model.bias.grad, bias_grad) and model.bias.grad.data_ptr() != bias_grad.data_ptr()
+    copy = model.bias.grad
+    own_gradients(model, owned)  # the batch's next microbatch: already its own
+    assert model.bias.grad is copy
+
+
+def test_a_batch_in_microbatches_owns_its_gradients_before_each_next_one(pretrain_cfg, monkeypatch):
+    calls: list[int] = []
+    monkeypatch.setattr(trainer_module, "own_gradients", lambda model, owned: calls.append(len(owned)))
+    cfg = pretrain_cfg("device_train_microbatch_size=4", "eval_loader=null", "eval_interval=1",
+                       "save_folder=null", "max_duration=2ba")
+    trainer = main(cfg, return_trainer=True)
+    assert int(trainer.state.timestamp.batch) == 2
+    assert len(calls) == 2 * 3  # 16 samples in microbatches of 4: before the 2nd, 3rd and 4th of each batch
+    trainer.close()
 
 
 def test_persistent_workers_are_told_to_stop_at_exit(monkeypatch):
