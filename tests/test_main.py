@@ -105,14 +105,15 @@ def test_a_hung_two_rank_run_is_killed_whole_and_tried_once_more(tmp_path):
     assert survivors == []  # neither attempt left a rank behind
 
 
-@pytest.mark.parametrize("async_loss, own_host_group", [("false", "0"), ("true", "1")])
-def test_two_processes_train_and_agree(synthetic_data, tmp_path, async_loss, own_host_group):
+@pytest.mark.parametrize("async_loss, own_host_group, microbatch", [("false", "0", 4), ("true", "1", 2)])
+def test_two_processes_train_and_agree(synthetic_data, tmp_path, async_loss, own_host_group, microbatch):
     """Two ranks end with the same weights and counts; also with the loss read one batch late, the
-    ranks' host-side numbers agreed through a gloo group of the trainer's own (as on GPUs) and DDP's
-    gradients as views of its buckets."""
+    ranks' host-side numbers agreed through a gloo group of the trainer's own (as on GPUs), DDP's
+    gradients as views of its buckets, and each rank's 4 samples in two microbatches (DDP's no_sync for
+    the first, the trainer's own_gradients between them)."""
     overrides = [f"data_local={synthetic_data['mds']}", f"tokenizer_name={synthetic_data['tokenizer']}",
                  f"save_folder={tmp_path / 'ckpt'}", "max_seq_len=32", "global_train_batch_size=8",
-                 "device_train_microbatch_size=4", "max_duration=4ba", "eval_interval=4ba",
+                 f"device_train_microbatch_size={microbatch}", "max_duration=4ba", "eval_interval=4ba",
                  "eval_subset_num_batches=1", "train_loader.num_workers=0", "eval_loader.num_workers=0",
                  "model.model_config.hidden_size=32", "model.model_config.intermediate_size=64",
                  "model.model_config.num_attention_heads=2", f"async_loss={async_loss}",
