@@ -18,6 +18,7 @@ DIR holds `synthetic-c4/{train,val}` and `tokenizer/` (what src.synthetic.prepar
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import sys
@@ -161,6 +162,38 @@ class HostWaitCounter(Callback):
         elif batch == self.start + self.window and self._recording is not None:
             torch.cuda.set_sync_debug_mode("default")
             self.stop_recording()
+
+
+class FullCollections(Callback):
+    """Python's full (generation-2) garbage collections in this process during training: the batch each
+    began in and how long it held the host (`pauses`, [batch, ms]). After torch.compile the process holds
+    ~1M objects that a full collection walks (0.5-0.8 s on the repo's CPU, session 16); the ~2-4 s stalls
+    in the SpeedMonitor's windows (batch ~67 on one GPU, ~137 on two) are not new CUDA-graph shapes
+    (benchmarks/token_buckets.py), and this says whether they are collections."""
+
+    def __init__(self):
+        self.pauses: list[list[float]] = []
+        self._batch = 0
+        self._started: float | None = None
+
+    def fit_start(self, state, logger):
+        gc.callbacks.append(self._on_collection)
+
+    def batch_start(self, state, logger):
+        self._batch = int(state.timestamp.batch) + 1
+
+    def fit_end(self, state, logger):
+        if self._on_collection in gc.callbacks:
+            gc.callbacks.remove(self._on_collection)
+
+    def _on_collection(self, phase: str, info: dict) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif self._started is not None:
+            self.pauses.append([self._batch, round((time.perf_counter() - self._started) * 1000, 1)])
+            self._started = None
 
 
 class ComposerStepProfile(Callback):
@@ -330,6 +363,9 @@ def speed(args) -> None:
     counter = HostWaitCounter(start=min(30, args.steps // 2), window=5)
     builders.CALLBACKS["host_wait_counter"] = lambda: counter
     cfg.callbacks["host_wait_counter"] = {}
+    collections = FullCollections()
+    builders.CALLBACKS["full_collections"] = lambda: collections
+    cfg.callbacks["full_collections"] = {}
     step_profile = None
     if args.profile_composer:  # the run's last batches, after the SpeedMonitor's second half is mostly logged
         step_profile = ComposerStepProfile(start=max(1, args.steps - 7), steps=5)
@@ -340,6 +376,7 @@ def speed(args) -> None:
     result["composer_wall_s"] = time.perf_counter() - started
     result["composer_host_waits_per_step"] = counter.per_batch
     result["composer_host_waits_where"] = counter.where
+    result["gc_full_collections"] = collections.pauses  # [batch, ms] each
     if step_profile is not None:
         result["composer_profile"] = step_profile.summary
         print(json.dumps({"rank": dist.get_global_rank(), "composer_profile": step_profile.summary}), flush=True)

@@ -13,6 +13,7 @@ from tests.conftest import REPO_ROOT
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 import pretraining  # noqa: E402
 import throughput  # noqa: E402
+import token_buckets  # noqa: E402
 
 SCRIPT = str(REPO_ROOT / "benchmarks" / "pretraining.py")
 TINY = ["model.model_config.hidden_size=32", "model.model_config.intermediate_size=64",
@@ -56,6 +57,7 @@ def test_accuracy_speed_and_report_run_end_to_end(synthetic_data, tmp_path):
                 "speed_monitor_samples_per_s"):
         assert speed[key] > 0, key
     assert "composer_profile" in speed and speed["composer_profile"] is None  # its callback ran; it profiles GPUs only
+    assert all(1 <= batch <= 16 and ms >= 0 for batch, ms in speed["gc_full_collections"])
     assert speed["composer_vs_raw"] == pytest.approx(speed["speed_monitor_samples_per_s"]
                                                      / speed["raw_loop_samples_per_s"])
 
@@ -78,6 +80,38 @@ def test_without_ascii_path_sends_every_text_through_the_whole_pipeline(syntheti
     assert with_path.ascii is not None and without.ascii is None
     text = "The Quick brown fox, said the note."
     assert without.encode(text) == with_path.encode(text)
+
+
+def test_full_collections_are_timed_with_the_batch_they_began_in():
+    import gc
+    from types import SimpleNamespace
+
+    collections = pretraining.FullCollections()
+    collections.fit_start(None, None)
+    try:
+        collections.batch_start(SimpleNamespace(timestamp=SimpleNamespace(batch=6)), None)
+        gc.collect(1)  # a younger generation's collection is not a full one
+        gc.collect()
+    finally:
+        collections.fit_end(None, None)
+    gc.collect()  # after fit_end: not recorded
+    assert len(collections.pauses) == 1
+    assert collections.pauses[0][0] == 7 and collections.pauses[0][1] >= 0
+
+
+def test_token_buckets_gives_the_encoders_padded_shape_and_when_each_shape_first_appears():
+    from src.bert_layers import pad_token_count
+
+    lengths = torch.tensor([100, 0, 128, 37])  # a row of padding only counts for nothing
+    tokens, seq_bucket = token_buckets.padded_token_count(lengths, 512)
+    cu_seqlens = torch.tensor([0, 100, 228, 265], dtype=torch.int32)
+    assert seq_bucket == 128
+    assert tokens == pad_token_count(torch.zeros(265, 1), cu_seqlens, 128, 512)[0].shape[0]
+    assert tokens == 512 + 6  # 265 up to a multiple of 512, plus 6 dummy sequences (ceil(511 / 127) + 1)
+    assert token_buckets.padded_token_count(torch.tensor([20, 9]), 512)[1] == 32
+    firsts = token_buckets.first_appearances([[(512, 128)], [(512, 128), (1024, 128)], [(1024, 128)], [(512, 64)]])
+    assert firsts == [{"batch": 1, "new_shapes": [[512, 128]]}, {"batch": 2, "new_shapes": [[1024, 128]]},
+                      {"batch": 4, "new_shapes": [[512, 64]]}]
 
 
 def test_report_names_the_two_runs_each_scaling_figure_compares(tmp_path):
