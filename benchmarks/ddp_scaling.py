@@ -104,7 +104,9 @@ def profile_categories(step, batch, steps: int = 5) -> dict:
     categories = {"wall (under the profiler)": wall_ms, **throughput.gpu_ms_by_category(prof, steps)}
     # Session 15: under CUDA graphs the categories summed to more than the step; the top kernels show what
     # each holds.
-    return {**{k: round(v, 2) for k, v in categories.items()}, "top_kernels": throughput.top_kernels(prof, steps)}
+    return {**{k: round(v, 2) for k, v in categories.items()}, "top_kernels": throughput.top_kernels(prof, steps),
+            # how much of NCCL's time the backward hides (session 16: Composer's seemed not to)
+            "communication": throughput.communication_overlap(throughput.gpu_spans(prof), steps)}
 
 
 if __name__ == "__main__":

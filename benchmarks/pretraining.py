@@ -198,8 +198,9 @@ class FullCollections(Callback):
 
 class ComposerStepProfile(Callback):
     """Where the GPU's time goes over `steps` of Composer's own batches from batch `start`: GPU ms per batch
-    by kernel category (NCCL's included) and the GPU's idle stretches, each charged to the kernel the GPU
-    then waited for (benchmarks/throughput.py's tables). torch.profiler records the GPU's activity only, so
+    by kernel category (NCCL's included, and how much of it ran beside other kernels or alone) and the
+    GPU's idle stretches, each charged to the kernel the GPU then waited for (benchmarks/throughput.py's
+    tables). torch.profiler records the GPU's activity only, so
     the host runs about as fast as unprofiled; the profiled batches and the wait that ends the window do
     slow the SpeedMonitor's windows around them, so `speed --profile_composer` puts them at the run's end."""
 
@@ -225,7 +226,8 @@ class ComposerStepProfile(Callback):
             self._profiler.__exit__(None, None, None)
             self.summary = dict(batches=[self.start, self.start + self.steps - 1], wall_ms_per_batch=round(wall_ms, 2))
             try:  # the run and its speed figure stand without this
-                idle_ms, waited_for = throughput.gpu_idle_gaps(throughput.gpu_spans(self._profiler), self.steps)
+                spans = throughput.gpu_spans(self._profiler)
+                idle_ms, waited_for = throughput.gpu_idle_gaps(spans, self.steps)
                 by_category = throughput.gpu_ms_by_category(self._profiler, self.steps)
                 self.summary.update(
                     gpu_idle_ms_per_batch=round(idle_ms, 2),
@@ -233,6 +235,7 @@ class ComposerStepProfile(Callback):
                     # what each category holds (under CUDA graphs too, where session 15's category sums
                     # exceeded the step: see which entries do)
                     top_kernels=throughput.top_kernels(self._profiler, self.steps),
+                    communication=throughput.communication_overlap(spans, self.steps),  # NCCL beside / alone
                     idle_waiting_for=[dict(kernel=k[:120], idle_ms=round(ms, 3), gaps=n) for k, ms, n in waited_for[:10]])
             except Exception as error:  # noqa: BLE001 - a failed analysis must not end the measured run
                 self.summary["error"] = f"{type(error).__name__}: {error}"

@@ -299,6 +299,41 @@ def gpu_idle_gaps(spans: list[tuple[str, float, float]], steps: int) -> tuple[fl
     return sum(idle_us.values()) / 1000 / steps, by_kernel
 
 
+def merged(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The intervals' union as sorted, disjoint intervals."""
+    union: list[tuple[float, float]] = []
+    for start, end in sorted(intervals):
+        if union and start <= union[-1][1]:
+            union[-1] = (union[-1][0], max(union[-1][1], end))
+        else:
+            union.append((start, end))
+    return union
+
+
+def overlap_length(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> float:
+    """Total length of the intersection of two unions of disjoint, sorted intervals."""
+    total, i, j = 0.0, 0, 0
+    while i < len(a) and j < len(b):
+        total += max(0.0, min(a[i][1], b[j][1]) - max(a[i][0], b[j][0]))
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return total
+
+
+def communication_overlap(spans: list[tuple[str, float, float]], steps: int) -> dict[str, float]:
+    """NCCL's GPU time per step (its kernels' union: concurrent ones count once), split into the part spent
+    beside other kernels (hidden behind the backward, or slowing it by sharing the SMs) and the part it ran
+    alone, which adds to the step as it stands. A NCCL kernel's span includes its wait for the other ranks."""
+    nccl = merged([(start, end) for name, start, end in spans if "nccl" in name.lower()])
+    compute = merged([(start, end) for name, start, end in spans if "nccl" not in name.lower()])
+    total = sum(end - start for start, end in nccl)
+    beside = overlap_length(nccl, compute)
+    return {"nccl_ms": round(total / 1000 / steps, 3), "nccl_beside_compute_ms": round(beside / 1000 / steps, 3),
+            "nccl_alone_ms": round((total - beside) / 1000 / steps, 3)}
+
+
 def kernel_sources(prof, steps: int, kernels: set[str]) -> list[tuple[str, str, str, float, float]]:
     """Who launched the named kernels: `(kernel, launching op chain, its input shapes, GPU ms per step,
     launches per step)`, most time first. The chain is the launching CPU op (an aten op, or the name

@@ -114,6 +114,15 @@ def test_token_buckets_gives_the_encoders_padded_shape_and_when_each_shape_first
                       {"batch": 4, "new_shapes": [[512, 64]]}]
 
 
+def test_communication_overlap_splits_nccls_time_into_beside_compute_and_alone():
+    spans = [("gemm", 0, 4000), ("layernorm", 3000, 5000),  # compute 0-5 ms (overlapping kernels count once)
+             ("ncclDevKernel_AllReduce", 4000, 7000), ("ncclDevKernel_AllReduce", 6000, 8000),  # NCCL 4-8 ms
+             ("adam", 9000, 10000)]  # 2 steps profiled
+    assert throughput.communication_overlap(spans, steps=2) == {
+        "nccl_ms": 2.0, "nccl_beside_compute_ms": 0.5, "nccl_alone_ms": 1.5}
+    assert throughput.communication_overlap([("gemm", 0, 10)], steps=1)["nccl_ms"] == 0
+
+
 def test_report_names_the_two_runs_each_scaling_figure_compares(tmp_path):
     def speed_result(name, gpus, rate, overrides=()):
         (tmp_path / f"{name}.json").write_text(json.dumps(dict(
