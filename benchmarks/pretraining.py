@@ -200,8 +200,7 @@ class ComposerStepProfile(Callback):
     """Where the GPU's time goes over `steps` of Composer's own batches from batch `start`: GPU ms per batch
     by kernel category (NCCL's included, and how much of it ran beside other kernels or alone) and the
     GPU's idle stretches, each charged to the kernel the GPU then waited for (benchmarks/throughput.py's
-    tables). torch.profiler records the GPU's activity only, so
-    the host runs about as fast as unprofiled; the profiled batches and the wait that ends the window do
+    tables). torch.profiler records the GPU's activity only, so the host runs about as fast as unprofiled; the profiled batches and the wait that ends the window do
     slow the SpeedMonitor's windows around them, so `speed --profile_composer` puts them at the run's end."""
 
     def __init__(self, start: int, steps: int = 5):
@@ -363,17 +362,16 @@ def speed(args) -> None:
         import composer
 
         builders.Trainer = lambda *positional, async_loss, **named: composer.Trainer(*positional, **named)
-    counter = HostWaitCounter(start=min(30, args.steps // 2), window=5)
-    builders.CALLBACKS["host_wait_counter"] = lambda: counter
-    cfg.callbacks["host_wait_counter"] = {}
-    collections = FullCollections()
-    builders.CALLBACKS["full_collections"] = lambda: collections
-    cfg.callbacks["full_collections"] = {}
+    def attach(name: str, callback: Callback) -> Callback:  # the run's callback list gets this very object
+        builders.CALLBACKS[name] = lambda: callback
+        cfg.callbacks[name] = {}
+        return callback
+
+    counter = attach("host_wait_counter", HostWaitCounter(start=min(30, args.steps // 2), window=5))
+    collections = attach("full_collections", FullCollections())
     step_profile = None
     if args.profile_composer:  # the run's last batches, after the SpeedMonitor's second half is mostly logged
-        step_profile = ComposerStepProfile(start=max(1, args.steps - 7), steps=5)
-        builders.CALLBACKS["composer_step_profile"] = lambda: step_profile
-        cfg.callbacks["composer_step_profile"] = {}
+        step_profile = attach("composer_step_profile", ComposerStepProfile(start=max(1, args.steps - 7), steps=5))
     started = time.perf_counter()
     pretraining.main(cfg)
     result["composer_wall_s"] = time.perf_counter() - started

@@ -30,11 +30,11 @@ from pretraining import recipe_config  # noqa: E402  (benchmarks/, this script's
 def padded_token_count(lengths: torch.Tensor, bucket: int) -> tuple[int, int]:
     """The encoder's input shape for a microbatch of sequences of these lengths: (token count after
     `pad_token_count`, sequence-length bucket), as `BertEncoder.forward` computes them under cuda_graphs."""
-    from src.bert_layers import pad_token_count
+    from src.bert_layers import pad_token_count, sequence_length_bucket
 
     lengths = lengths[lengths > 0]
     tokens = int(lengths.sum())
-    seq_bucket = max(16, 1 << (int(lengths.max()) - 1).bit_length())
+    seq_bucket = sequence_length_bucket(int(lengths.max()))
     cu_seqlens = torch.nn.functional.pad(lengths.cumsum(0), (1, 0)).to(torch.int32)
     padded, _ = pad_token_count(torch.zeros(tokens, 1), cu_seqlens, seq_bucket, bucket)
     return padded.shape[0], seq_bucket

@@ -238,6 +238,12 @@ def compiled(function):
 _graphed = weakref.WeakKeyDictionary()  # module -> its own "reduce-overhead" compilation
 
 
+def sequence_length_bucket(max_seqlen: int) -> int:
+    """The compiled encoder's sequence-length argument: the longest sequence rounded up to a power of two
+    (at least 16), so that a handful of values, each compiled once, covers every batch."""
+    return max(16, 1 << (max_seqlen - 1).bit_length())
+
+
 def pad_token_count(hidden: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int, multiple: int
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """`(hidden, cu_seqlens)` with dummy tokens appended, so that batches of nearby sizes share one shape:
@@ -273,7 +279,7 @@ class BertEncoder(nn.Module):
             # The attention kernels depend on max_seqlen only through its power-of-two bucket; passing
             # the bucket keeps the number of compiled graphs to a handful.
             backends = tuple(layer.attention.resolved_backend(hidden.device) for layer in self.layer)
-            bucket = max(16, 1 << (max_seqlen - 1).bit_length())
+            bucket = sequence_length_bucket(max_seqlen)
             if not self.cuda_graphs:
                 return run_compiled(BertEncoder.run_layers, self, hidden, cu_seqlens, bucket, backends)
             tokens = hidden.shape[0]
