@@ -77,7 +77,7 @@
 #   DATA=.gpu_data_v2 bash benchmarks/h200_session.sh session14_tta  # tta_pair, seed 17 (session 14)
 #   DATA=.gpu_data_v2 bash benchmarks/h200_session.sh bf16_hidden  # Mosaic with bf16 hidden states: time to
 #                                              #   accuracy, then the step A/B (session 14)
-#   bash benchmarks/h200_session.sh inductor_reductions  # (next) the recipe under two Inductor settings
+#   bash benchmarks/h200_session.sh inductor_reductions  # (session 17) the recipe under two Inductor settings: no gain
 #   bash benchmarks/h200_session.sh graphs_tta # time to accuracy with cuda_graphs; the probe (session 12)
 #   bash benchmarks/h200_session.sh session12c # time-to-accuracy controls: recipe as is, bf16 hidden states
 #   bash benchmarks/h200_session.sh idle_profile   # (session 11) which kernels the GPU idles waiting for
@@ -478,7 +478,7 @@ print(inspect.getsource(c._shutdown_workers)); print(inspect.getsource(c._clean_
     --out benchmarks/results/session13_profile_triton_dropout
   ;;
 inductor_reductions)
-  # (next) The recipe's step under two Inductor settings for its generated reductions (coordinate-descent
+  # (session 17: neither helps) The recipe's step under two Inductor settings for its generated reductions (coordinate-descent
   # tuning of block sizes; no split reductions), interleaved twice with the recipe as it is, full length.
   # A setting that wins by more than the repeats' spread goes into the model config next.
   recipe="Mosaic BERT (full recipe) + encoder compile + fused GEGLU, Triton hidden dropout, bf16 hidden states"
@@ -730,13 +730,20 @@ composer_scaling_recipe_batch)
   # default microbatches of 128 (the YAML's), then 256 (the issue's table), 1-2-2-1; STEPS batches of 4096
   # (default 50), windows of STEPS/5 batches. Its first call found the YAML's batch crashing under
   # cuda_graphs (pytorch#169545; fixed by src/trainer.py's own_gradients); the second ran RUNS="1 128,2 128"
-  # STEPS=30 in what was left of the session's device time.
+  # STEPS=30 in what was left of the session's device time. Session 17: a run may name a tag and overrides
+  # after its pair ("2 128 splits model.model_config.ddp_graph_splits=true": results named ..._splits);
+  # GLOBAL_BATCH (default 4096) and PREFIX (default pretraining_speed_batch4096) change the batch and names.
+  # STEPS=20 keeps one GPU's 4096-sample batches inside the first epoch of .gpu_data_v2's 100,000 samples
+  # (the epoch's end stalls every run ~2 s, session 17).
   steps=${STEPS:-50}
   IFS=, read -ra runs <<<"${RUNS:-1 128,2 128,2 256,1 256}"
   for run in "${runs[@]}"; do
     set -- $run
-    composer_speed "$1" "pretraining_speed_batch4096_mb${2}_${1}gpu" --global_batch 4096 --batch_size "$2" \
-      --steps "$steps" "callbacks.speed_monitor.window_size=$((steps / 5))"
+    gpus=$1 microbatch=$2 tag=${3:+_$3}
+    shift $(($# < 3 ? $# : 3))
+    composer_speed "$gpus" "${PREFIX:-pretraining_speed_batch4096}_mb${microbatch}_${gpus}gpu$tag" \
+      --global_batch "${GLOBAL_BATCH:-4096}" --batch_size "$microbatch" --steps "$steps" \
+      "callbacks.speed_monitor.window_size=$((steps / 5))" "$@"
   done
   ;;
 recipe_now)

@@ -186,6 +186,7 @@ class BertLayer(GradientCheckpointingLayer):
         self.attention = BertAttention(config)
         self.mlp = BertGatedMLP(config) if config.use_glu else BertMLP(config)
         self.compile_regions = config.compile_regions
+        self.ddp_graph_splits = config.ddp_graph_splits
 
     def forward(
         self,
@@ -197,7 +198,8 @@ class BertLayer(GradientCheckpointingLayer):
     ) -> torch.Tensor:
         context = self.attention.attend(hidden, cu_seqlens, max_seqlen, slopes, attention_backend)
         if self.compile_regions and not torch.compiler.is_compiling():
-            return run_compiled(BertLayer.after_attention, self, hidden, context)
+            return run_compiled(BertLayer.after_attention, self, hidden, context,
+                                ddp_graph_splits=self.ddp_graph_splits)
         return self.after_attention(hidden, context)
 
     def after_attention(self, hidden: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
@@ -207,7 +209,7 @@ class BertLayer(GradientCheckpointingLayer):
         return self.mlp(self.attention.output(hidden, context))
 
 
-def run_compiled(method, module: nn.Module, *args, cuda_graphs: bool = False):
+def run_compiled(method, module: nn.Module, *args, cuda_graphs: bool = False, ddp_graph_splits: bool = False):
     """`method(module, *args)` through one shared `torch.compile` of `method`.
 
     The module is passed as an argument, so its parameters are graph inputs and all 12 layers share one
@@ -218,16 +220,20 @@ def run_compiled(method, module: nn.Module, *args, cuda_graphs: bool = False):
     With `cuda_graphs` the compiled code records and replays CUDA graphs, one per first dimension; that
     compilation is the module's own, since a recorded graph holds on to the addresses of the module's
     parameters (two models sharing it would re-record each other's graphs).
+    Inside DistributedDataParallel's forward torch.compile splits the graph at DDP's gradient buckets
+    unless `ddp_graph_splits` is false (the config's `ddp_graph_splits`); Dynamo reads the setting when it
+    compiles, which happens within this call.
     """
     for arg in args:
         if isinstance(arg, torch.Tensor):
             torch._dynamo.maybe_mark_dynamic(arg, 0)
-    if not cuda_graphs:
-        return compiled(method)(module, *args)
-    if module not in _graphed:
-        _graphed[module] = torch.compile(method, dynamic=False, mode="reduce-overhead")
-    torch.compiler.cudagraph_mark_step_begin()  # a new step: the previous replay's outputs may be overwritten
-    return _graphed[module](module, *args)
+    with torch._dynamo.config.patch(optimize_ddp=ddp_graph_splits):
+        if not cuda_graphs:
+            return compiled(method)(module, *args)
+        if module not in _graphed:
+            _graphed[module] = torch.compile(method, dynamic=False, mode="reduce-overhead")
+        torch.compiler.cudagraph_mark_step_begin()  # a new step: the previous replay's outputs may be overwritten
+        return _graphed[module](module, *args)
 
 
 @functools.cache
@@ -268,6 +274,7 @@ class BertEncoder(nn.Module):
         self.compile_encoder = config.compile_encoder
         self.cuda_graphs = config.cuda_graphs
         self.token_bucket = config.cuda_graph_token_bucket
+        self.ddp_graph_splits = config.ddp_graph_splits
         # The slopes depend only on the head count, never on the sequence length: this is what lets
         # the model run on inputs longer than any it was trained on.
         self.register_buffer("alibi_slopes", alibi_slopes(config.num_attention_heads), persistent=False)
@@ -281,11 +288,12 @@ class BertEncoder(nn.Module):
             backends = tuple(layer.attention.resolved_backend(hidden.device) for layer in self.layer)
             bucket = sequence_length_bucket(max_seqlen)
             if not self.cuda_graphs:
-                return run_compiled(BertEncoder.run_layers, self, hidden, cu_seqlens, bucket, backends)
+                return run_compiled(BertEncoder.run_layers, self, hidden, cu_seqlens, bucket, backends,
+                                    ddp_graph_splits=self.ddp_graph_splits)
             tokens = hidden.shape[0]
             hidden, cu_seqlens = pad_token_count(hidden, cu_seqlens, bucket, self.token_bucket)
             hidden = run_compiled(BertEncoder.run_layers, self, hidden, cu_seqlens, bucket, backends,
-                                  cuda_graphs=hidden.is_cuda)
+                                  cuda_graphs=hidden.is_cuda, ddp_graph_splits=self.ddp_graph_splits)
             return hidden[:tokens]
         return self.run_layers(hidden, cu_seqlens, max_seqlen)
 
@@ -441,7 +449,8 @@ class BertForMaskedLM(BertPreTrainedModel):
             positions = nonzero_of_known_count(predicted, sum(predicted_token_counts))
             hidden, labels = hidden.index_select(0, positions), labels.index_select(0, positions)
         if self.config.compile_regions:  # fuses the head's GELU and LayerNorm, and the softmax of the loss
-            loss, logits = run_compiled(BertForMaskedLM.masked_lm_loss, self, hidden, labels)
+            loss, logits = run_compiled(BertForMaskedLM.masked_lm_loss, self, hidden, labels,
+                                        ddp_graph_splits=self.config.ddp_graph_splits)
         else:
             loss, logits = self.masked_lm_loss(hidden, labels)
         return MaskedLMOutput(loss=loss, logits=logits)

@@ -74,6 +74,13 @@ class BertConfig(PretrainedConfig):
     # batch; ~bucket/2 tokens of extra work per batch on average).
     cuda_graphs: bool = False
     cuda_graph_token_bucket: int = 512
+    # Under DistributedDataParallel (several GPUs), let torch.compile split each compiled graph at DDP's
+    # gradient-bucket boundaries (Dynamo's DDPOptimizer, torch's default), so that a bucket's all-reduce
+    # may start while the rest of the backward runs. Off: one graph each, as on one GPU. Split, BERT-base
+    # compiles 16 graphs instead of 2, with no fusion across their seams, each replayed on its own under
+    # cuda_graphs: the recipe's batch in microbatches of 128 ran on two H200s at 1.25x and 1.60x one GPU
+    # (two machines) split, 1.97x whole (docs/performance.md, session 17).
+    ddp_graph_splits: bool = False
 
     def validate_architecture(self):
         """Run by `@strict` after construction: catch shapes that cannot be built."""

@@ -219,6 +219,45 @@ def test_pad_token_count_gives_one_shape_per_bucket_and_dummies_of_1_to_max_seql
         assert sizes[3072] - 3072 == len(dummy_lengths)
 
 
+def test_under_ddp_the_compiled_encoder_stays_one_graph_unless_ddp_graph_splits():
+    """Inside DistributedDataParallel's forward torch.compile (Dynamo's DDPOptimizer) splits a compiled
+    graph at DDP's gradient buckets. `ddp_graph_splits` false keeps the encoder and the head one graph
+    each, as on one GPU; both ways train alike. (One gloo rank: DDP's wrapping is all that matters here.)"""
+    import socket
+
+    import torch.distributed as dist
+    from torch._dynamo.utils import counters
+    from torch.nn.parallel import DistributedDataParallel
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        input_ids, attention_mask, token_type_ids = random_batch([9, 4], 9)
+        labels = torch.where(attention_mask.bool(), input_ids, -100)
+        graphs, losses, gradients = {}, {}, {}
+        for splits in (False, True):
+            torch.manual_seed(0)
+            model = BertForMaskedLM(tiny_config(num_hidden_layers=2, hidden_size=256, intermediate_size=1024,
+                                                compile_regions=True, compile_encoder=True, ddp_graph_splits=splits))
+            wrapped = DistributedDataParallel(model, bucket_cap_mb=1)  # ~4 MB per layer: several buckets each
+            torch._dynamo.reset()
+            counters.clear()
+            loss = wrapped(input_ids, attention_mask, token_type_ids, labels=labels).loss
+            loss.backward()
+            graphs[splits] = counters["aot_autograd"]["total"]  # graphs compiled, each with its backward
+            losses[splits] = loss.detach()
+            gradients[splits] = {name: p.grad for name, p in model.named_parameters()}
+    finally:
+        dist.destroy_process_group()
+    assert graphs[False] == 2  # the encoder and the MLM head
+    assert graphs[True] > 2
+    torch.testing.assert_close(losses[True], losses[False], rtol=0, atol=1e-5)
+    for name, grad in gradients[False].items():
+        torch.testing.assert_close(gradients[True][name], grad, rtol=0, atol=1e-5, msg=name)
+
+
 def test_each_model_gets_its_own_cuda_graph_compilation_and_frees_it():
     """A recorded CUDA graph holds its model's parameter addresses, so `run_compiled(..., cuda_graphs=True)`
     compiles per model (on the CPU Inductor records no graph, but the bookkeeping is the same)."""
