@@ -197,7 +197,7 @@ class BertLayer(GradientCheckpointingLayer):
         attention_backend: str | None = None,
     ) -> torch.Tensor:
         context = self.attention.attend(hidden, cu_seqlens, max_seqlen, slopes, attention_backend)
-        if self.compile_regions and not torch.compiler.is_compiling():
+        if self.compile_regions:  # inside the compiled encoder, run_compiled leaves it to the encoder's graph
             return run_compiled(BertLayer.after_attention, self, hidden, context,
                                 ddp_graph_splits=self.ddp_graph_splits)
         return self.after_attention(hidden, context)
@@ -222,8 +222,11 @@ def run_compiled(method, module: nn.Module, *args, cuda_graphs: bool = False, dd
     parameters (two models sharing it would re-record each other's graphs).
     Inside DistributedDataParallel's forward torch.compile splits the graph at DDP's gradient buckets
     unless `ddp_graph_splits` is false (the config's `ddp_graph_splits`); Dynamo reads the setting when it
-    compiles, which happens within this call.
+    compiles, which happens within this call. Under a whole-model torch.compile (Composer's `compile_config`)
+    the outer compilation traces `method` itself.
     """
+    if torch.compiler.is_compiling():
+        return method(module, *args)
     for arg in args:
         if isinstance(arg, torch.Tensor):
             torch._dynamo.maybe_mark_dynamic(arg, 0)

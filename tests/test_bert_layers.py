@@ -258,6 +258,23 @@ def test_under_ddp_the_compiled_encoder_stays_one_graph_unless_ddp_graph_splits(
         torch.testing.assert_close(gradients[True][name], grad, rtol=0, atol=1e-5, msg=name)
 
 
+def test_a_whole_model_torch_compile_traces_the_compiled_regions_itself():
+    """Composer's `compile_config` compiles the whole model; the model's own compiled regions and encoder
+    are then traced by that compilation (run_compiled steps aside) and give the plain model's loss."""
+    torch.manual_seed(0)
+    plain = BertForMaskedLM(tiny_config())
+    regions = BertForMaskedLM(tiny_config(compile_regions=True, compile_encoder=True))
+    regions.load_state_dict(plain.state_dict())
+    input_ids, attention_mask, token_type_ids = random_batch([9, 4], 9)
+    labels = torch.where(attention_mask.bool(), input_ids, -100)
+    torch._dynamo.reset()
+    expected = plain(input_ids, attention_mask, token_type_ids, labels=labels).loss
+    loss = torch.compile(regions)(input_ids, attention_mask, token_type_ids, labels=labels).loss
+    loss.backward()
+    torch.testing.assert_close(loss, expected, rtol=0, atol=1e-5)
+    assert all(p.grad is not None for p in regions.parameters() if p.requires_grad)
+
+
 def test_each_model_gets_its_own_cuda_graph_compilation_and_frees_it():
     """A recorded CUDA graph holds its model's parameter addresses, so `run_compiled(..., cuda_graphs=True)`
     compiles per model (on the CPU Inductor records no graph, but the bookkeeping is the same)."""
