@@ -40,6 +40,8 @@
 #                                              #   profiled; 2 GPUs with ddp_gradient_as_bucket_view
 #   bash benchmarks/h200_session.sh composer_scaling_repeat  # (session 16, x2) the pair again, unprofiled,
 #                                              #   with and without the ASCII tokenizer path
+#   bash benchmarks/h200_session.sh ddp_graph_splits_synced  # (next, x2) every batch synced: whole graphs
+#                                              #   against torch's split ones under DDP, profiled
 #   bash benchmarks/h200_session.sh composer_scaling_recipe_batch  # (session 16, x2) 1 and 2 GPUs with the
 #                                              #   recipe's batch of 4096 (microbatches of 128, then 256)
 #   bash benchmarks/h200_session.sh probe8     # session 8: the compiled encoder's step with Inductor's C++
@@ -722,6 +724,16 @@ composer_scaling_repeat)
   composer_speed 2 pretraining_speed_s16_2gpu
   composer_speed 2 pretraining_speed_s16_no_ascii_2gpu --without_ascii_path
   speed_1gpu 0 29502 pretraining_speed_s16_no_ascii_1gpu --without_ascii_path
+  ;;
+ddp_graph_splits_synced)
+  # (next, x2) Where every batch syncs (one microbatch of 256 per GPU, no accumulation: the older scaling
+  # stages' batch, and the A100-80GB platform YAML's way): whole compiled graphs (ddp_graph_splits false,
+  # the default since session 17) against torch's split ones, whose per-bucket graphs may let the
+  # all-reduce overlap the backward; the one-GPU run between them. Profiled (5 batches), so the JSON's
+  # composer_profile.communication says how much of NCCL's time ran alone. Limits add to 510 s.
+  composer_speed 2 pretraining_speed_synced_whole_2gpu --profile_composer
+  composer_speed 1 pretraining_speed_synced_1gpu --profile_composer
+  composer_speed 2 pretraining_speed_synced_splits_2gpu --profile_composer model.model_config.ddp_graph_splits=true
   ;;
 composer_scaling_recipe_batch)
   # (session 16, x2) Composer on 1 and 2 GPUs with the recipe YAML's optimizer batch, 4096 samples: each
