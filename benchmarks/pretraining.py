@@ -167,9 +167,9 @@ class HostWaitCounter(Callback):
 class FullCollections(Callback):
     """Python's full (generation-2) garbage collections in this process during training: the batch each
     began in and how long it held the host (`pauses`, [batch, ms]). After torch.compile the process holds
-    ~1M objects that a full collection walks (0.5-0.8 s on the repo's CPU, session 16); the ~2-4 s stalls
-    in the SpeedMonitor's windows (batch ~67 on one GPU, ~137 on two) are not new CUDA-graph shapes
-    (benchmarks/token_buckets.py), and this says whether they are collections."""
+    ~1M objects that a full collection walks (0.5-0.8 s on the repo's CPU, session 16). Session 17's nine
+    H200 runs had theirs all in batch 1, during compilation: the stalls in the SpeedMonitor's windows are
+    neither collections nor new CUDA-graph shapes (benchmarks/token_buckets.py)."""
 
     def __init__(self):
         self.pauses: list[list[float]] = []

@@ -223,16 +223,13 @@ def test_under_ddp_the_compiled_encoder_stays_one_graph_unless_ddp_graph_splits(
     """Inside DistributedDataParallel's forward torch.compile (Dynamo's DDPOptimizer) splits a compiled
     graph at DDP's gradient buckets. `ddp_graph_splits` false keeps the encoder and the head one graph
     each, as on one GPU; both ways train alike. (One gloo rank: DDP's wrapping is all that matters here.)"""
-    import socket
-
     import torch.distributed as dist
     from torch._dynamo.utils import counters
     from torch.nn.parallel import DistributedDataParallel
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    from tests.conftest import free_port
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
     try:
         input_ids, attention_mask, token_type_ids = random_batch([9, 4], 9)
         labels = torch.where(attention_mask.bool(), input_ids, -100)

@@ -1,7 +1,6 @@
 """main.py end to end on the embedded synthetic corpus (tiny model, CPU)."""
 import os
 import signal
-import socket
 import subprocess
 import sys
 import warnings
@@ -12,7 +11,7 @@ from streaming.base.util import clean_stale_shared_memory
 
 from main import main
 from src.config import ConfigError, UnusedConfigWarning
-from tests.conftest import REPO_ROOT, TEST_YAML
+from tests.conftest import REPO_ROOT, TEST_YAML, free_port
 
 
 @pytest.fixture(autouse=True)
@@ -64,12 +63,6 @@ def test_train_metrics_false_skips_them_and_keeps_evaluation(pretrain_cfg, tmp_p
     logged = metrics_file.read_text()
     assert "metrics/train/" not in logged and "loss/train/total" in logged
     assert "metrics/eval/MaskedAccuracy" in logged
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def run_two_ranks(script_and_args: list[str], env: dict, timeout_s: int = 180) -> tuple[int, str]:

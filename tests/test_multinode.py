@@ -3,22 +3,15 @@ launcher's flags, and the environment variables. Each node streams the data into
 saves into its own folder, as separate machines would (tests/scripts/same_host_node.py keeps their streaming
 shared memory apart, which separate machines need not); every rank ends with identical weights."""
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from tests.conftest import REPO_ROOT, TEST_YAML
+from tests.conftest import REPO_ROOT, TEST_YAML, free_port
 
 COMPOSER = os.path.join(os.path.dirname(sys.executable), "composer")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def node_overrides(synthetic_data, folder, node_rank):
