@@ -50,7 +50,10 @@ METHODS = ("triton",) + SAME_FUNCTION + ("sdpa_flash_nobias",)
 
 
 def batch_lengths(max_seqlen, mix, total, gen):
-    """Lengths summing to exactly `total`: uniform in [max/2, max], or log-uniform in [1, max] ("mix")."""
+    """Lengths summing to exactly `total`: uniform in [max/2, max], log-uniform in [1, max] ("mix"), or
+    all max_seqlen ("full": the recipe's full-length training batch)."""
+    if mix == "full":
+        return [max_seqlen] * (total // max_seqlen) + ([total % max_seqlen] if total % max_seqlen else [])
     lengths = []
     while sum(lengths) < total:
         u = torch.rand((), generator=gen).item()
@@ -337,39 +340,74 @@ def plot(rows, meta):
 
 
 # ----------------------------------------------------------------------------------------------
-# Tuning: time each kernel config on the uniform mix; the best go into the kernel's table.
+# Tuning: time each kernel config alone; the best go into the kernel's table.
+#
+# Sessions 10-17 tuned with do_bench on the host-launched kernels: at max_seqlen 128 a launch's host work
+# (the schedule, argument packing) took longer than the kernel, so the sweep timed the host (the same
+# config timed 0.35 and 0.71 ms; every forward ~0.31 ms against 0.10 ms per layer in the training
+# profile). The sweep now replays each call from a CUDA graph, which leaves only the GPU's time.
 
 # Block-kernel candidates (block_m, block_n, warps, stages), max_seqlen > 128.
 TUNE_FWD = [K(64, 32, 4, 3), K(64, 64, 4, 3), K(128, 64, 4, 3), K(128, 32, 4, 3), K(128, 64, 8, 3)]
 TUNE_DQ = [K(64, 64, 4, 2), K(128, 32, 4, 3), K(64, 64, 4, 3), K(64, 32, 4, 3), K(128, 64, 8, 2)]
 TUNE_DKDV = [K(32, 64, 4, 3), K(64, 64, 4, 2), K(32, 64, 4, 2), K(32, 128, 4, 2), K(64, 64, 4, 3)]
-# Short-kernel candidates (heads per program, warps, stages), max_seqlen <= 128: the full tile (sequences
-# longer than the small tile) and the small tile.
-# Session 10 added the 16-warp and the deeper-pipelined candidates (a 128 x 128 tile's score matrices
-# take most of a thread's registers at 8 warps).
-TUNE_SHORT_FWD = [S(1, 8, 1), S(2, 8, 1), S(2, 8, 2), S(1, 4, 1), S(3, 8, 2), S(2, 4, 2), S(1, 16, 1),
-                  S(2, 16, 2)]
-TUNE_SHORT_BWD = [S(1, 8, 1), S(2, 8, 1), S(2, 8, 2), S(1, 4, 1), S(1, 16, 1), S(2, 16, 2), S(3, 16, 2),
-                  S(4, 8, 2)]
+# Short-kernel candidates (heads per program, warps, stages), max_seqlen <= 128: every combination. More
+# heads per program with stages > 1 lets Triton load the next head's tiles during this head's math.
+TUNE_SHORT = [S(h, w, s) for h in (1, 2, 4) for w in (4, 8) for s in (1, 2, 3)]
+# The backward also with its queries in blocks of 32 or 64 rows (smaller score tiles in registers).
+TUNE_SHORT_BWD = TUNE_SHORT + [S(h, w, s, q) for q in (32, 64) for h in (1, 2) for w in (4, 8) for s in (1, 2)]
 TUNE_SMALL_FWD = [S(2, 4, 2), S(4, 4, 2), S(4, 2, 2), S(1, 4, 1), S(12, 4, 2)]
 TUNE_SMALL_BWD = [S(2, 4, 2), S(4, 2, 2), S(1, 4, 1), S(4, 4, 2)]
+# The block kernels at max_seqlen <= 128 (candidates marked "long path"): smaller tiles, several programs
+# per SM, at the price of a second backward kernel that recomputes the scores.
+_BLOCKS_128 = [(64, 64), (64, 128), (128, 64), (32, 128)]
+TUNE_LONG_128 = [K(m, n, w, s) for m, n in _BLOCKS_128 for w in (4, 8) for s in (2, 3)]
 
 
-def _time_config(w, cfg, scale):
+def _kernel_ms(fn):
+    """Median GPU milliseconds of `fn` replayed from a CUDA graph (a plain timer under the interpreter)."""
+    if QUICK:
+        return bench(fn)
+    return triton.testing.do_bench_cudagraph(fn, rep=50, return_mode="median")
+
+
+def _time_config(w, cfg, scale, long_path=False, reference=None):
+    """(fwd ms, bwd ms, max |difference| from `reference`'s (out, dqkv) scaled by their largest value)."""
     qkv, slopes = w.qkv, w.slopes
 
+    def schedule():
+        s = fa._Schedule(w.cu_seqlens, w.max_seqlen, w.n_tokens)
+        if long_path:
+            s.short_tiles = None
+        return s
+
     def fwd():
-        return fa._forward(qkv, slopes, scale, fa._Schedule(w.cu_seqlens, w.max_seqlen, w.n_tokens), cfg)
-    out, lse = fwd()
+        return fa._forward(qkv, slopes, scale, schedule(), cfg)
 
     def bwd():
-        schedule = fa._Schedule(w.cu_seqlens, w.max_seqlen, w.n_tokens)
-        fa._backward(w.dout, qkv, out, lse, slopes, scale, schedule, cfg)
+        return fa._backward(w.dout, qkv, out, lse, slopes, scale, schedule(), cfg)
     try:
-        return bench(fwd, warmup=10, rep=40), bench(bwd, warmup=10, rep=40)
+        out, lse = fwd()
+        dqkv = bwd()
+        diff = float("nan")
+        if reference is not None:
+            diff = max(((a.float() - b.float()).abs().max() / b.float().abs().max()).item()
+                       for a, b in ((out, reference[0]), (dqkv, reference[1])))
+        return _kernel_ms(fwd), _kernel_ms(bwd), diff, (out, dqkv)
     except Exception as e:  # e.g. out of shared memory for this config
         print(f"    {cfg}: {type(e).__name__}: {str(e).splitlines()[0][:120]}", flush=True)
-        return float("inf"), float("inf")
+        return float("inf"), float("inf"), float("nan"), None
+
+
+def _trials(base, short):
+    """(kernel field, config, long path?) to time, one kernel varied at a time around `base`."""
+    if not short:
+        return [(f, k, False) for f, ks in (("forward", TUNE_FWD), ("backward_dq", TUNE_DQ),
+                                           ("backward_dkdv", TUNE_DKDV)) for k in ks]
+    trials = [(f, k, False) for f, ks in (("short_forward", TUNE_SHORT), ("short_backward", TUNE_SHORT_BWD),
+                                         ("small_forward", TUNE_SMALL_FWD), ("small_backward", TUNE_SMALL_BWD))
+              for k in ks]
+    return trials + [(f, k, True) for f in ("forward", "backward_dq", "backward_dkdv") for k in TUNE_LONG_128]
 
 
 def tune(args, device, dtype):
@@ -379,25 +417,48 @@ def tune(args, device, dtype):
         for max_seqlen in args.max_seqlens:
             base = fa.select_config(head_dim, max_seqlen, device)
             short = fa._short_tiles(max_seqlen, device) is not None
-            if short:
-                candidates = {"short_forward": TUNE_SHORT_FWD, "short_backward": TUNE_SHORT_BWD,
-                              "small_forward": TUNE_SMALL_FWD, "small_backward": TUNE_SMALL_BWD}
-            else:
-                candidates = {"forward": TUNE_FWD, "backward_dq": TUNE_DQ, "backward_dkdv": TUNE_DKDV}
-            trials = [(field, k) for field, ks in candidates.items() for k in ks]
-            for mix in ("uniform", "mix") if short else ("uniform",):
+            # "full": every sequence max_seqlen long, the training batch of the recipe's full-length rows.
+            for mix in args.tune_mixes:
                 w = Workload(max_seqlen, mix, args.heads, head_dim, args.tokens, device, dtype)
                 print(f"tune head_dim={head_dim} max_seqlen={max_seqlen} {mix} ({len(w.lengths)} seqs); "
                       f"{base}", flush=True)
-                for field, k in trials:
-                    if mix == "uniform" and field.startswith("small"):
-                        continue  # no sequence of the uniform mix is that short
-                    fwd_ms, bwd_ms = _time_config(w, replace(base, **{field: k}), head_dim ** -0.5)
-                    results.append({"head_dim": head_dim, "max_seqlen": max_seqlen, "mix": mix,
-                                    "kernel": field, "config": asdict(k), "fwd_ms": fwd_ms, "bwd_ms": bwd_ms})
-                    print(f"  {field:<15} {str(tuple(asdict(k).values())):<18} fwd {fwd_ms:8.4f} ms  "
-                          f"bwd {bwd_ms:8.4f} ms", flush=True)
+                base_fwd, base_bwd, _, reference = _time_config(w, base, head_dim ** -0.5)
+                print(f"  the table's config: fwd {base_fwd:8.4f} ms  bwd {base_bwd:8.4f} ms", flush=True)
+                results.append({"head_dim": head_dim, "max_seqlen": max_seqlen, "mix": mix, "kernel": "table",
+                                "config": asdict(base), "fwd_ms": base_fwd, "bwd_ms": base_bwd})
+                for field, k, long_path in _trials(base, short):
+                    if mix != "mix" and field.startswith("small"):
+                        continue  # no sequence is that short
+                    if args.tune_kernels and field not in args.tune_kernels:
+                        continue
+                    fwd_ms, bwd_ms, diff, _ = _time_config(w, replace(base, **{field: k}), head_dim ** -0.5,
+                                                           long_path, reference)
+                    label = field + (" (long path)" if long_path else "")
+                    results.append({"head_dim": head_dim, "max_seqlen": max_seqlen, "mix": mix, "kernel": label,
+                                    "config": asdict(k), "fwd_ms": fwd_ms, "bwd_ms": bwd_ms, "max_diff": diff})
+                    print(f"  {label:<27} {str(tuple(asdict(k).values())):<18} fwd {fwd_ms:8.4f} ms  "
+                          f"bwd {bwd_ms:8.4f} ms  diff {diff:.1e}", flush=True)
     return results
+
+
+def tune_summary(results) -> str:
+    """Markdown: per workload, the table's config and the fastest candidates of each kernel."""
+    lines = []
+    for key in sorted({(r["head_dim"], r["max_seqlen"], r["mix"]) for r in results}):
+        rows = [r for r in results if (r["head_dim"], r["max_seqlen"], r["mix"]) == key]
+        table = next(r for r in rows if r["kernel"] == "table")
+        lines += [f"### head_dim {key[0]}, max_seqlen {key[1]}, lengths {key[2]}", "",
+                  f"The table's config: forward {table['fwd_ms']:.4f} ms, backward {table['bwd_ms']:.4f} ms "
+                  "(each kernel alone, replayed from a CUDA graph).", "",
+                  "| kernel | config | forward ms | backward ms | max diff |", "| --- | --- | ---: | ---: | ---: |"]
+        for kernel in dict.fromkeys(r["kernel"] for r in rows if r["kernel"] != "table"):
+            phase = "fwd_ms" if "forward" in kernel else "bwd_ms"
+            best = sorted((r for r in rows if r["kernel"] == kernel), key=lambda r: r[phase])[:3]
+            for r in best:
+                lines.append(f"| {kernel} | {tuple(r['config'].values())} | {r['fwd_ms']:.4f} | "
+                             f"{r['bwd_ms']:.4f} | {r['max_diff']:.1e} |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def main():
@@ -407,7 +468,11 @@ def main():
     parser.add_argument("--tune", action="store_true", help="sweep kernel configs instead of benchmarking")
     parser.add_argument("--tune-head-dims", type=int, nargs="+", default=[64])
     parser.add_argument("--max-seqlens", type=int, nargs="+", default=None)
-    parser.add_argument("--tune-out", default=None, help="write the sweep as JSON here")
+    parser.add_argument("--tune-out", default=None, help="write the sweep as JSON (and .md) here")
+    parser.add_argument("--tune-mixes", nargs="+", default=["full", "uniform", "mix"],
+                        choices=["full", "uniform", "mix"], help="the lengths of the sweep's batches")
+    parser.add_argument("--tune-kernels", nargs="+", default=None,
+                        help="sweep only these kernels (config fields, e.g. short_backward; default: all)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     args = parser.parse_args()
     device = torch.device("cpu" if QUICK else "cuda")
@@ -420,8 +485,13 @@ def main():
 
     if args.tune:
         results = tune(args, device, dtype)
+        summary = tune_summary(results)
+        print(summary)
         if args.tune_out:
             Path(args.tune_out).write_text(json.dumps(results, indent=1))
+            Path(args.tune_out).with_suffix(".md").write_text(
+                f"# Attention kernel sweep ({torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}, "
+                f"triton {triton.__version__})\n\n`python {' '.join(sys.argv)}`\n\n{summary}")
         return
 
     meta = {"gpu": torch.cuda.get_device_name() if device.type == "cuda" else "cpu (interpreter)",

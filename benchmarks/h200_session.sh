@@ -80,6 +80,9 @@
 #   DATA=.gpu_data_v2 bash benchmarks/h200_session.sh bf16_hidden  # Mosaic with bf16 hidden states: time to
 #                                              #   accuracy, then the step A/B (session 14)
 #   bash benchmarks/h200_session.sh inductor_reductions  # (session 17) the recipe under two Inductor settings: no gain
+#   bash benchmarks/h200_session.sh session18_kernels  # the recipe under two cuBLAS settings; attention sweep timed from CUDA graphs
+#   bash benchmarks/h200_session.sh session18_table    # short backward in query blocks; the issue's throughput table in one run
+#   bash benchmarks/h200_session.sh session18_profile  # the recipe, no-GLU and HF SDPA + compile steps, measured and profiled
 #   bash benchmarks/h200_session.sh graphs_tta # time to accuracy with cuda_graphs; the probe (session 12)
 #   bash benchmarks/h200_session.sh session12c # time-to-accuracy controls: recipe as is, bf16 hidden states
 #   bash benchmarks/h200_session.sh idle_profile   # (session 11) which kernels the GPU idles waiting for
@@ -487,6 +490,44 @@ inductor_reductions)
   step 0 480 throughput_inductor_reductions python3 benchmarks/throughput.py --paddings 0.0 --repeats 2 \
     --variants "$recipe" "$recipe, Inductor coordinate descent" "$recipe, no split reductions" \
     --out benchmarks/results/throughput_inductor_reductions
+  ;;
+session18_kernels)
+  # Session 18, one H200: (1) the recipe's step under two cuBLAS settings (BLAS_OPTIONS in throughput.py:
+  # cuBLASLt; no reduced-precision split-K reductions), interleaved twice with the recipe as it is, full
+  # length: whether the memset in front of every GEMM (~0.9 ms of idle per step, session 12) goes away.
+  # (2) The attention kernels at max_seqlen 128 swept again, each config's kernels alone replayed from a
+  # CUDA graph (the earlier sweeps timed the host's launches), on full-length and uniform batches, the
+  # block kernels at 128 included.
+  recipe="Mosaic BERT (full recipe) + encoder compile + fused GEGLU, Triton hidden dropout, bf16 hidden states"
+  step 0 330 throughput_blas python3 benchmarks/throughput.py --paddings 0.0 --repeats 2 \
+    --variants "$recipe" "$recipe, cuBLASLt" "$recipe, no reduced-precision reductions" \
+    --out benchmarks/results/throughput_blas
+  step 0 230 attention_tune python3 benchmarks/attention.py --tune --max-seqlens 128 --tune-mixes full uniform \
+    --tune-out benchmarks/results/session18_attention_tune_128.json
+  ;;
+session18_table)
+  # Session 18, one H200: (1) the short backward with its queries in blocks of 32 or 64 rows
+  # (ShortKernelConfig.query_block), swept like session18_kernels' sweep; (2) the issue's throughput table
+  # in one run with the attention configs of that sweep: HF BERT eager, SDPA, SDPA + compile; Mosaic BERT
+  # full recipe and without GLU, each as the recipe YAML runs it (compiled encoder) and eager; full-length
+  # and 30%-padding batches.
+  step 0 110 attention_tune_query_blocks python3 benchmarks/attention.py --tune --max-seqlens 128 \
+    --tune-mixes full uniform --tune-kernels short_backward \
+    --tune-out benchmarks/results/session18_attention_tune_query_blocks.json
+  recipe="Mosaic BERT (full recipe) + encoder compile + fused GEGLU, Triton hidden dropout, bf16 hidden states"
+  no_glu="Mosaic BERT no GLU + encoder compile, Triton hidden dropout, bf16 hidden states"
+  step 0 460 throughput_session18 python3 benchmarks/throughput.py --paddings 0.0 0.3 \
+    --variants "HF BERT eager" "HF BERT SDPA" "HF BERT SDPA + compile" "$recipe" "$no_glu" \
+    "Mosaic BERT (full recipe)" "Mosaic BERT no GLU" --out benchmarks/results/throughput_session18
+  ;;
+session18_profile)
+  # Session 18, one H200: where the GPU time goes now, for the three rows the targets compare (the recipe,
+  # Mosaic without GLU, HF BERT SDPA + compile), full-length batches, each measured then profiled.
+  recipe="Mosaic BERT (full recipe) + encoder compile + fused GEGLU, Triton hidden dropout, bf16 hidden states"
+  no_glu="Mosaic BERT no GLU + encoder compile, Triton hidden dropout, bf16 hidden states"
+  step 0 500 throughput_session18_profiled python3 benchmarks/throughput.py --paddings 0.0 \
+    --variants "$recipe" "$no_glu" "HF BERT SDPA + compile" --profile "$recipe" "$no_glu" "HF BERT SDPA + compile" \
+    --out benchmarks/results/throughput_session18_profiled
   ;;
 tta_pair|session14_tta)
   # Mosaic's and HF's time to accuracy, 100 s of training each, the recipe as it is, seed SEED (default 17),

@@ -172,6 +172,11 @@ VARIANTS = {
      "Inductor coordinate descent"): (YAML_RECIPE, True, False),
     ("Mosaic BERT (full recipe) + encoder compile + fused GEGLU, Triton hidden dropout, bf16 hidden states, "
      "no split reductions"): (YAML_RECIPE, True, False),
+    # The recipe as it now is with other cuBLAS settings (BLAS_OPTIONS).
+    ("Mosaic BERT (full recipe) + encoder compile + fused GEGLU, Triton hidden dropout, bf16 hidden states, "
+     "cuBLASLt"): (YAML_RECIPE, True, False),
+    ("Mosaic BERT (full recipe) + encoder compile + fused GEGLU, Triton hidden dropout, bf16 hidden states, "
+     "no reduced-precision reductions"): (YAML_RECIPE, True, False),
     "Mosaic BERT (full recipe) + encoder compile + fused GEGLU + CUDA graphs, Triton hidden dropout": (
         functools.partial(ENCODER_RECIPE, cuda_graphs=True), True, False),
     # That with bf16 hidden states between the layers: the recipe YAML's model since session 14.
@@ -208,16 +213,44 @@ INDUCTOR_OPTIONS = {
 }
 
 
+# cuBLAS settings a variant runs under (by a part of its name), restored after it. Session 12's profile
+# found a memset before every cuBLAS GEMM (166 per step) and ~0.9 ms of GPU idle in front of them; torch
+# calls cuBLAS by default, and cuBLASLt (with torch's own workspace) or GEMMs without reduced-precision
+# split-K reductions may choose other kernels.
+BLAS_OPTIONS = {
+    "cuBLASLt": ("preferred_blas_library", "cublaslt"),
+    "no reduced-precision reductions": ("allow_bf16_reduced_precision_reduction", False),
+}
+
+
+@contextlib.contextmanager
+def blas_options(name: str):
+    chosen = [setting for part, setting in BLAS_OPTIONS.items() if part in name]
+    before = (torch.backends.cuda.preferred_blas_library(),
+              torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction)
+    for option, value in chosen:
+        if option == "preferred_blas_library":
+            torch.backends.cuda.preferred_blas_library(value)
+        else:
+            setattr(torch.backends.cuda.matmul, option, value)
+    try:
+        yield
+    finally:
+        torch.backends.cuda.preferred_blas_library(before[0])
+        torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = before[1]
+
+
 @contextlib.contextmanager
 def inductor_options(name: str):
-    """The variant's INDUCTOR_OPTIONS for everything run inside (its compilation included)."""
+    """The variant's INDUCTOR_OPTIONS and BLAS_OPTIONS for everything run inside (its compilation included)."""
     options = {k: v for part, opts in INDUCTOR_OPTIONS.items() if part in name for k, v in opts.items()}
     if not options:
-        yield
+        with blas_options(name):
+            yield
         return
     torch._dynamo.reset()
     try:
-        with torch._inductor.config.patch(options):
+        with torch._inductor.config.patch(options), blas_options(name):
             yield
     finally:
         torch._dynamo.reset()

@@ -52,6 +52,7 @@ class ShortKernelConfig:
     heads_per_program: int
     num_warps: int
     num_stages: int
+    query_block: int = 0  # backward only: queries per step of its loop over the tile (0: the whole tile)
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,12 @@ class AttentionConfig:
 
 # Chosen on one H200 (Triton 3.6, bf16, 12 heads, 32k tokens) with benchmarks/attention.py --tune, one
 # kernel varied at a time: head_dim 64 at max_seqlen 512 and 2048, head_dim 128 at 2048 (3 candidates
-# each). head_dim 32 copies 64, unmeasured. The short-kernel configs are the spill-free ones of the
-# sm_90 compiler report, timed as a whole (head_dim 64) but not swept. docs/attention_kernel.md.
+# each). head_dim 32 copies 64, unmeasured. The short kernels of head_dim 64 (the recipe's) from session
+# 18's sweep, each kernel replayed from a CUDA graph (session18_attention_tune_128.md): forward 8 warps
+# (0.087 against 0.094 ms per layer on full-length batches, 0.107 against 0.116 on lengths 64-128), backward
+# 2 stages (0.246 against 0.265 full length, equal on 64-128); their outputs are bit-identical to the
+# previous configs'. The other short configs are the spill-free ones of the sm_90 compiler report.
+# docs/attention_kernel.md.
 _S = ShortKernelConfig
 _LONG = {  # (forward, backward_dq, backward_dkdv) for max_seqlen <= 1024, and beyond
     (32, 1024): (KernelConfig(64, 32, 4, 3), KernelConfig(64, 64, 4, 2), KernelConfig(32, 64, 4, 3)),
@@ -80,13 +85,13 @@ _LONG = {  # (forward, backward_dq, backward_dkdv) for max_seqlen <= 1024, and b
 }
 _SHORT = {  # (short_forward, short_backward, small_forward, small_backward)
     32: (_S(1, 4, 1), _S(1, 4, 1), _S(2, 4, 2), _S(2, 4, 2)),
-    64: (_S(1, 4, 1), _S(1, 8, 1), _S(2, 4, 2), _S(2, 4, 2)),
+    64: (_S(1, 8, 1), _S(1, 8, 2), _S(2, 4, 2), _S(2, 4, 2)),
     128: (_S(1, 8, 1), _S(1, 8, 1), _S(2, 4, 2), _S(2, 4, 2)),
 }
 # Under the interpreter: small blocks, so that short test sequences span several blocks and the
 # short kernels run for max_seqlen <= 32 (tiles of 16 and 32 rows; 1, 2 or 3 heads per program).
 _K16 = KernelConfig(16, 32, 1, 1)
-_INTERPRETER = AttentionConfig(_K16, _K16, _K16, _S(1, 1, 1), _S(3, 1, 1), _S(2, 1, 1), _S(1, 1, 1))
+_INTERPRETER = AttentionConfig(_K16, _K16, _K16, _S(1, 1, 1), _S(3, 1, 1, 8), _S(2, 1, 1), _S(1, 1, 1))
 _INTERPRETER_SHORT_MAX, _INTERPRETER_SHORT_SMALL = 32, 16
 
 
@@ -266,48 +271,59 @@ def _short_fwd_kernel(QKV, O, LSE, CU_SEQLENS, SLOPES, qk_scale, NUM_HEADS: tl.c
 @triton.jit
 def _short_bwd_tile(QKV, O, DO, DQKV, LSE, SLOPES, start, length, h0, h1, qk_scale, sm_scale,
                     NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, HAS_ALIBI: tl.constexpr,
-                    BLOCK: tl.constexpr):
+                    BLOCK: tl.constexpr, QUERY_BLOCK: tl.constexpr):
+    """dQ, dK, dV of one sequence. The keys are the whole tile; the queries come QUERY_BLOCK rows at a
+    time (each block's dQ is complete, dK and dV add up over the blocks), so a smaller QUERY_BLOCK keeps
+    smaller score tiles in registers."""
     STRIDE_T: tl.constexpr = 3 * NUM_HEADS * HEAD_DIM
     STRIDE_O: tl.constexpr = NUM_HEADS * HEAD_DIM
-    rows = tl.arange(0, BLOCK)
+    keys = tl.arange(0, BLOCK)
     offs_d = tl.arange(0, HEAD_DIM)
-    ok = rows < length
-    x_off = rows[:, None] * STRIDE_T + offs_d[None, :]
-    o_off = rows[:, None] * STRIDE_O + offs_d[None, :]
+    key_ok = keys < length
+    key_off = keys[:, None] * STRIDE_T + offs_d[None, :]
     QKV += start * STRIDE_T
     DQKV += start * STRIDE_T
     O += start * STRIDE_O
     DO += start * STRIDE_O
-    LSE += start * NUM_HEADS + rows * NUM_HEADS
+    LSE += start * NUM_HEADS
     for head in range(h0, h1):
-        q = tl.load(QKV + head * HEAD_DIM + x_off, mask=ok[:, None], other=0.0)
-        k = tl.load(QKV + (NUM_HEADS + head) * HEAD_DIM + x_off, mask=ok[:, None], other=0.0)
-        v = tl.load(QKV + (2 * NUM_HEADS + head) * HEAD_DIM + x_off, mask=ok[:, None], other=0.0)
-        o = tl.load(O + head * HEAD_DIM + o_off, mask=ok[:, None], other=0.0)
-        do = tl.load(DO + head * HEAD_DIM + o_off, mask=ok[:, None], other=0.0)
-        lse = tl.load(LSE + head, mask=ok, other=float("inf"))
+        k = tl.load(QKV + (NUM_HEADS + head) * HEAD_DIM + key_off, mask=key_ok[:, None], other=0.0)
+        v = tl.load(QKV + (2 * NUM_HEADS + head) * HEAD_DIM + key_off, mask=key_ok[:, None], other=0.0)
         slope2 = 0.0
         if HAS_ALIBI:
             slope2 = tl.load(SLOPES + head) * 1.4426950408889634
-        delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), axis=1)
-        # Keys x queries: only dQ needs a transposed operand. Padding keys get P = 0.
-        st = _scores(k, q, qk_scale, slope2, rows, rows, HAS_ALIBI)
-        pt = tl.where(ok[:, None], tl.exp2(st - lse[None, :]), 0.0)
-        dv = tl.dot(pt.to(do.dtype), do)
-        dpt = tl.dot(v, tl.trans(do))
-        dst = (pt * (dpt - delta[None, :])).to(q.dtype)
-        dk = tl.dot(dst, q) * tl.cast(sm_scale, tl.float32)
-        dq = tl.dot(tl.trans(dst), k) * tl.cast(sm_scale, tl.float32)
-        tl.store(DQKV + head * HEAD_DIM + x_off, dq.to(DQKV.dtype.element_ty), mask=ok[:, None])
-        tl.store(DQKV + (NUM_HEADS + head) * HEAD_DIM + x_off, dk.to(DQKV.dtype.element_ty), mask=ok[:, None])
-        tl.store(DQKV + (2 * NUM_HEADS + head) * HEAD_DIM + x_off, dv.to(DQKV.dtype.element_ty),
-                 mask=ok[:, None])
+        dk = tl.zeros((BLOCK, HEAD_DIM), dtype=tl.float32)
+        dv = tl.zeros((BLOCK, HEAD_DIM), dtype=tl.float32)
+        for first in tl.static_range(0, BLOCK, QUERY_BLOCK):
+            queries = first + tl.arange(0, QUERY_BLOCK)
+            ok = queries < length
+            q_off = queries[:, None] * STRIDE_T + offs_d[None, :]
+            o_off = queries[:, None] * STRIDE_O + offs_d[None, :]
+            q = tl.load(QKV + head * HEAD_DIM + q_off, mask=ok[:, None], other=0.0)
+            o = tl.load(O + head * HEAD_DIM + o_off, mask=ok[:, None], other=0.0)
+            do = tl.load(DO + head * HEAD_DIM + o_off, mask=ok[:, None], other=0.0)
+            lse = tl.load(LSE + queries * NUM_HEADS + head, mask=ok, other=float("inf"))
+            delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), axis=1)
+            # Keys x queries: only dQ needs a transposed operand. Padding keys and queries get P = 0.
+            st = _scores(k, q, qk_scale, slope2, keys, queries, HAS_ALIBI)
+            pt = tl.where(key_ok[:, None], tl.exp2(st - lse[None, :]), 0.0)
+            dv += tl.dot(pt.to(do.dtype), do)
+            dpt = tl.dot(v, tl.trans(do))
+            dst = (pt * (dpt - delta[None, :])).to(q.dtype)
+            dk += tl.dot(dst, q)
+            dq = tl.dot(tl.trans(dst), k) * tl.cast(sm_scale, tl.float32)
+            tl.store(DQKV + head * HEAD_DIM + q_off, dq.to(DQKV.dtype.element_ty), mask=ok[:, None])
+        dk *= tl.cast(sm_scale, tl.float32)
+        tl.store(DQKV + (NUM_HEADS + head) * HEAD_DIM + key_off, dk.to(DQKV.dtype.element_ty), mask=key_ok[:, None])
+        tl.store(DQKV + (2 * NUM_HEADS + head) * HEAD_DIM + key_off, dv.to(DQKV.dtype.element_ty),
+                 mask=key_ok[:, None])
 
 
 @triton.jit
 def _short_bwd_kernel(QKV, O, DO, DQKV, LSE, CU_SEQLENS, SLOPES, qk_scale, sm_scale,
                       NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, HAS_ALIBI: tl.constexpr,
-                      HEADS_PER_PROGRAM: tl.constexpr, BLOCK: tl.constexpr, MIN_LENGTH: tl.constexpr):
+                      HEADS_PER_PROGRAM: tl.constexpr, BLOCK: tl.constexpr, MIN_LENGTH: tl.constexpr,
+                      QUERY_BLOCK: tl.constexpr):
     """Sequences with MIN_LENGTH < length <= BLOCK; the others are another launch's."""
     GROUPS: tl.constexpr = (NUM_HEADS + HEADS_PER_PROGRAM - 1) // HEADS_PER_PROGRAM
     pid = tl.program_id(0)
@@ -317,7 +333,7 @@ def _short_bwd_kernel(QKV, O, DO, DQKV, LSE, CU_SEQLENS, SLOPES, qk_scale, sm_sc
     start = tl.load(CU_SEQLENS + seq).to(tl.int64)
     if length > MIN_LENGTH:
         _short_bwd_tile(QKV, O, DO, DQKV, LSE, SLOPES, start, length, h0, h1, qk_scale, sm_scale, NUM_HEADS,
-                        HEAD_DIM, HAS_ALIBI, BLOCK)
+                        HEAD_DIM, HAS_ALIBI, BLOCK, QUERY_BLOCK)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -551,15 +567,18 @@ def _check_inputs(qkv, cu_seqlens, alibi_slopes):
 
 
 def _short_launch(kernel, big: ShortKernelConfig, small: ShortKernelConfig, schedule, n_heads, *args,
-                  **kwargs):
+                  query_blocks: bool = False, **kwargs):
     """Two launches when max_seqlen > the small tile: short sequences get small tiles and their own
-    occupancy (a kernel's registers are those of its largest tile)."""
+    occupancy (a kernel's registers are those of its largest tile). `query_blocks`: the kernel takes
+    the config's QUERY_BLOCK (the backward)."""
     block, small_block = schedule.short_tiles
     launches = [(big, block, 0)]
     if small_block < block:
         launches = [(small, small_block, 0), (big, block, small_block)]
     for k, tile, min_length in launches:
         groups = triton.cdiv(n_heads, k.heads_per_program)
+        if query_blocks:
+            kwargs["QUERY_BLOCK"] = min(k.query_block or tile, tile)
         wrap_triton(kernel)[(schedule.n_seqs * groups,)](
             *args, HEADS_PER_PROGRAM=k.heads_per_program, BLOCK=tile, MIN_LENGTH=min_length,
             num_warps=k.num_warps, num_stages=k.num_stages, **kwargs)
@@ -591,7 +610,8 @@ def _backward(do, qkv, out, lse, slopes, softmax_scale, schedule, cfg):
     slopes = slopes if slopes is not None else lse
     if schedule.short_tiles:
         _short_launch(_short_bwd_kernel, cfg.short_backward, cfg.small_backward, schedule, H, qkv, out, do,
-                      dqkv, lse, schedule.cu_seqlens, slopes, softmax_scale * LOG2E, softmax_scale, **common)
+                      dqkv, lse, schedule.cu_seqlens, slopes, softmax_scale * LOG2E, softmax_scale,
+                      query_blocks=True, **common)
         return dqkv
     delta = _alloc((T, H), torch.float32, qkv.device)
     k = cfg.backward_dq

@@ -211,3 +211,27 @@ def test_the_gemm_with_a_geglu_epilogue_computes_the_projection_and_the_geglu():
     keep = dropped != 0
     assert 0.35 < keep.float().mean().item() < 0.65
     torch.testing.assert_close(dropped, geglu_dropout_reference(x @ weight.T, 0.5, keep), rtol=1e-5, atol=1e-4)
+
+
+def test_a_variants_cublas_settings_hold_inside_it_and_are_restored_after():
+    cuda = torch.backends.cuda
+    before = (cuda.preferred_blas_library(), cuda.matmul.allow_bf16_reduced_precision_reduction)
+    with throughput.inductor_options("the recipe, cuBLASLt, no reduced-precision reductions"):
+        assert cuda.preferred_blas_library() == torch._C._BlasBackend.Cublaslt
+        assert cuda.matmul.allow_bf16_reduced_precision_reduction is False
+    assert (cuda.preferred_blas_library(), cuda.matmul.allow_bf16_reduced_precision_reduction) == before
+
+
+def test_the_attention_sweep_times_the_training_batch_and_lists_each_kernels_fastest_configs():
+    import attention
+
+    assert attention.batch_lengths(128, "full", 32768, torch.Generator()) == [128] * 256
+    assert attention.batch_lengths(128, "full", 300, torch.Generator()) == [128, 128, 44]
+    base = {"head_dim": 64, "max_seqlen": 128, "mix": "full"}
+    results = [dict(base, kernel="table", config={"h": 1}, fwd_ms=0.09, bwd_ms=0.26)]
+    results += [dict(base, kernel="short_backward", config={"h": h}, fwd_ms=0.09, bwd_ms=ms, max_diff=0.0)
+                for h, ms in ((1, 0.26), (2, 0.24), (3, 0.30), (4, 0.25))]
+    summary = attention.tune_summary(results)
+    assert "forward 0.0900 ms, backward 0.2600 ms" in summary
+    listed = [line.split(" | ")[1] for line in summary.splitlines() if line.startswith("| short_backward")]
+    assert listed == ["(2,)", "(4,)", "(1,)"]  # the three fastest backwards, fastest first

@@ -99,7 +99,9 @@ def test_single_token_sequences():
     assert _relative_error(out, ref) < TOLERANCE[torch.float32]
     assert _relative_error(grad[:, 2], ref_grad[:, 2]) < TOLERANCE[torch.float32]
     assert ref_grad[:, :2].abs().max().item() == 0.0
-    assert grad[:, :2].abs().max().item() < 1e-6
+    # dQ and dK are differences of equal fp32 products (dP - delta): zero up to their rounding, which
+    # scales with the values (the largest of dV = dout's).
+    assert grad[:, :2].abs().max().item() < 1e-6 * grad[:, 2].abs().max().item()
 
 
 def test_block_table_lists_every_block_longest_first():
@@ -194,7 +196,7 @@ arguments = dict(
     LSE=tensor(8, 12, dtype=torch.float32), DELTA=tensor(8, 12, dtype=torch.float32),
     CU_SEQLENS=tensor(3, dtype=torch.int32), TABLE=tensor(4, 2, dtype=torch.int32),
     SLOPES=tensor(12, dtype=torch.float32), qk_scale=0.1, sm_scale=0.1, NUM_HEADS=12, HEAD_DIM=64,
-    HAS_ALIBI=True, HEADS_PER_PROGRAM=4, BLOCK=128, MIN_LENGTH=0, BLOCK_M=64, BLOCK_N=64)
+    HAS_ALIBI=True, HEADS_PER_PROGRAM=4, BLOCK=128, MIN_LENGTH=0, QUERY_BLOCK=32, BLOCK_M=64, BLOCK_N=64)
 writes = {}
 with mock.patch.object(triton.runtime.driver, "_active", Hopper(), create=True):
     for name in sys.argv[1:]:
