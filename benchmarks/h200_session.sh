@@ -83,6 +83,7 @@
 #   bash benchmarks/h200_session.sh session18_kernels  # the recipe under two cuBLAS settings; attention sweep timed from CUDA graphs
 #   bash benchmarks/h200_session.sh session18_table    # short backward in query blocks; the throughput table in one run
 #   bash benchmarks/h200_session.sh session18_profile  # the recipe, no-GLU and HF SDPA + compile steps, measured and profiled
+#   bash benchmarks/h200_session.sh session18_end_to_end  # Composer vs the raw loop and the dataloader alone, one GPU
 #   bash benchmarks/h200_session.sh graphs_tta # time to accuracy with cuda_graphs; the probe (session 12)
 #   bash benchmarks/h200_session.sh session12c # time-to-accuracy controls: recipe as is, bf16 hidden states
 #   bash benchmarks/h200_session.sh idle_profile   # (session 11) which kernels the GPU idles waiting for
@@ -528,6 +529,11 @@ session18_profile)
   step 0 500 throughput_session18_profiled python3 benchmarks/throughput.py --paddings 0.0 \
     --variants "$recipe" "$no_glu" "HF BERT SDPA + compile" --profile "$recipe" "$no_glu" "HF BERT SDPA + compile" \
     --out benchmarks/results/throughput_session18_profiled
+  ;;
+session18_end_to_end)
+  # Session 18, one H200: Composer's speed of the recipe against the raw loop, and the dataloader alone
+  # (the YAML's 8 workers), on a one-GPU host with the attention configs of session 18.
+  SPEED_LIMIT_S=220 speed_1gpu 0 29501 pretraining_speed_s18_1gpu
   ;;
 tta_pair|session14_tta)
   # Mosaic's and HF's time to accuracy, 100 s of training each, the recipe as it is, seed SEED (default 17),
