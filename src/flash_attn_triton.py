@@ -314,7 +314,8 @@ def _short_bwd_tile(QKV, O, DO, DQKV, LSE, SLOPES, start, length, h0, h1, qk_sca
             dq = tl.dot(tl.trans(dst), k) * tl.cast(sm_scale, tl.float32)
             tl.store(DQKV + head * HEAD_DIM + q_off, dq.to(DQKV.dtype.element_ty), mask=ok[:, None])
         dk *= tl.cast(sm_scale, tl.float32)
-        tl.store(DQKV + (NUM_HEADS + head) * HEAD_DIM + key_off, dk.to(DQKV.dtype.element_ty), mask=key_ok[:, None])
+        tl.store(DQKV + (NUM_HEADS + head) * HEAD_DIM + key_off, dk.to(DQKV.dtype.element_ty),
+                 mask=key_ok[:, None])
         tl.store(DQKV + (2 * NUM_HEADS + head) * HEAD_DIM + key_off, dv.to(DQKV.dtype.element_ty),
                  mask=key_ok[:, None])
 
