@@ -399,8 +399,8 @@ def _time_config(w, cfg, scale, long_path=False, reference=None):
         return float("inf"), float("inf"), float("nan"), None
 
 
-def _trials(base, short):
-    """(kernel field, config, long path?) to time, one kernel varied at a time around `base`."""
+def _trials(short):
+    """(kernel field, config, long path?) to time, one kernel varied at a time around the table's config."""
     if not short:
         return [(f, k, False) for f, ks in (("forward", TUNE_FWD), ("backward_dq", TUNE_DQ),
                                            ("backward_dkdv", TUNE_DKDV)) for k in ks]
@@ -426,7 +426,7 @@ def tune(args, device, dtype):
                 print(f"  the table's config: fwd {base_fwd:8.4f} ms  bwd {base_bwd:8.4f} ms", flush=True)
                 results.append({"head_dim": head_dim, "max_seqlen": max_seqlen, "mix": mix, "kernel": "table",
                                 "config": asdict(base), "fwd_ms": base_fwd, "bwd_ms": base_bwd})
-                for field, k, long_path in _trials(base, short):
+                for field, k, long_path in _trials(short):
                     if mix != "mix" and field.startswith("small"):
                         continue  # no sequence is that short
                     if args.tune_kernels and field not in args.tune_kernels:

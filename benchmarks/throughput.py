@@ -218,42 +218,32 @@ INDUCTOR_OPTIONS = {
 # calls cuBLAS by default, and cuBLASLt (with torch's own workspace) or GEMMs without reduced-precision
 # split-K reductions may choose other kernels.
 BLAS_OPTIONS = {
-    "cuBLASLt": ("preferred_blas_library", "cublaslt"),
-    "no reduced-precision reductions": ("allow_bf16_reduced_precision_reduction", False),
+    "cuBLASLt": lambda: torch.backends.cuda.preferred_blas_library("cublaslt"),
+    "no reduced-precision reductions": lambda: setattr(
+        torch.backends.cuda.matmul, "allow_bf16_reduced_precision_reduction", False),
 }
 
 
 @contextlib.contextmanager
-def blas_options(name: str):
-    chosen = [setting for part, setting in BLAS_OPTIONS.items() if part in name]
-    before = (torch.backends.cuda.preferred_blas_library(),
-              torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction)
-    for option, value in chosen:
-        if option == "preferred_blas_library":
-            torch.backends.cuda.preferred_blas_library(value)
-        else:
-            setattr(torch.backends.cuda.matmul, option, value)
-    try:
-        yield
-    finally:
-        torch.backends.cuda.preferred_blas_library(before[0])
-        torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = before[1]
-
-
-@contextlib.contextmanager
-def inductor_options(name: str):
-    """The variant's INDUCTOR_OPTIONS and BLAS_OPTIONS for everything run inside (its compilation included)."""
+def variant_settings(name: str):
+    """The variant's INDUCTOR_OPTIONS and BLAS_OPTIONS for everything run inside (its compilation
+    included); Inductor's compiled code is dropped before and after a variant that changes its options."""
     options = {k: v for part, opts in INDUCTOR_OPTIONS.items() if part in name for k, v in opts.items()}
-    if not options:
-        with blas_options(name):
-            yield
-        return
-    torch._dynamo.reset()
+    blas_before = (torch.backends.cuda.preferred_blas_library(),
+                   torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction)
+    if options:
+        torch._dynamo.reset()
     try:
-        with torch._inductor.config.patch(options), blas_options(name):
+        for part, apply in BLAS_OPTIONS.items():
+            if part in name:
+                apply()
+        with torch._inductor.config.patch(options):
             yield
     finally:
-        torch._dynamo.reset()
+        if options:
+            torch._dynamo.reset()
+        torch.backends.cuda.preferred_blas_library(blas_before[0])
+        torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = blas_before[1]
 
 
 KERNEL_CATEGORIES = [  # (category, substrings of CUDA kernel names), first match wins
@@ -593,7 +583,7 @@ def main() -> None:
         for padding in args.paddings:
             for name in args.variants:
                 try:
-                    with inductor_options(name):
+                    with variant_settings(name):
                         result = measure(name, padding, steps, warmup, args.batch_size, args.seqlen)
                 except Exception as error:  # one broken variant must not hide the others' numbers
                     result = dict(variant=name, padding=padding, error=f"{type(error).__name__}: {error}"[:500])
@@ -631,7 +621,7 @@ def main() -> None:
                    "Kernel names grouped by `KERNEL_CATEGORIES` in benchmarks/throughput.py.", ""]
         for name in args.profile:
             try:
-                with inductor_options(name):
+                with variant_settings(name):
                     reports.append(profile(name, args.batch_size, args.seqlen))
             except Exception as error:
                 reports.append(f"### {name}\n\nprofile failed: {type(error).__name__}: {error}\n")

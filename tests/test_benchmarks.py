@@ -216,7 +216,7 @@ def test_the_gemm_with_a_geglu_epilogue_computes_the_projection_and_the_geglu():
 def test_a_variants_cublas_settings_hold_inside_it_and_are_restored_after():
     cuda = torch.backends.cuda
     before = (cuda.preferred_blas_library(), cuda.matmul.allow_bf16_reduced_precision_reduction)
-    with throughput.inductor_options("the recipe, cuBLASLt, no reduced-precision reductions"):
+    with throughput.variant_settings("the recipe, cuBLASLt, no reduced-precision reductions"):
         assert cuda.preferred_blas_library() == torch._C._BlasBackend.Cublaslt
         assert cuda.matmul.allow_bf16_reduced_precision_reduction is False
     assert (cuda.preferred_blas_library(), cuda.matmul.allow_bf16_reduced_precision_reduction) == before
